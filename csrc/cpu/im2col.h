@@ -1,0 +1,69 @@
+// im2col and its gather-style inverse, torch-free so the C++ tests can check them directly.
+// A column matrix holds, for one image and one group, col[(c * R + r) * S + s][p * Q + q]
+// = x[c, p * stride_h - pad_h + r * dilation_h, q * stride_w - pad_w + s * dilation_w] (0 outside).
+#pragma once
+
+#include <cstdint>
+
+#include "../conv2d_problem.h"
+
+namespace fastconv::cpu {
+
+// x points at channel 0 of this image's group; strides are in elements, so any layout works.
+template <typename T>
+void im2col(const Conv2dProblem& p, const T* x, int64_t x_stride_c, int64_t x_stride_h, int64_t x_stride_w,
+            T* col) {
+  const int64_t PQ = p.P * p.Q;
+  for (int64_t c = 0; c < p.C_per_group(); ++c) {
+    for (int64_t r = 0; r < p.R; ++r) {
+      for (int64_t s = 0; s < p.S; ++s) {
+        T* row = col + ((c * p.R + r) * p.S + s) * PQ;
+        for (int64_t out_h = 0; out_h < p.P; ++out_h) {
+          const int64_t h = out_h * p.stride_h - p.pad_h + r * p.dilation_h;
+          T* dst = row + out_h * p.Q;
+          if (h < 0 || h >= p.H) {
+            for (int64_t out_w = 0; out_w < p.Q; ++out_w) dst[out_w] = T(0);
+            continue;
+          }
+          const T* src = x + c * x_stride_c + h * x_stride_h;
+          for (int64_t out_w = 0; out_w < p.Q; ++out_w) {
+            const int64_t w = out_w * p.stride_w - p.pad_w + s * p.dilation_w;
+            dst[out_w] = (w >= 0 && w < p.W) ? src[w * x_stride_w] : T(0);
+          }
+        }
+      }
+    }
+  }
+}
+
+// The inverse as a gather: each input element sums the column entries that came from it, in a fixed
+// (r, s) order, and is written exactly once. No scatter, so no races and the same bits every run.
+// x points at channel 0 of this image's group.
+template <typename T>
+void col2im_gather(const Conv2dProblem& p, const T* col, T* x, int64_t x_stride_c, int64_t x_stride_h,
+                   int64_t x_stride_w) {
+  const int64_t PQ = p.P * p.Q;
+  for (int64_t c = 0; c < p.C_per_group(); ++c) {
+    for (int64_t h = 0; h < p.H; ++h) {
+      for (int64_t w = 0; w < p.W; ++w) {
+        T sum = T(0);
+        for (int64_t r = 0; r < p.R; ++r) {
+          const int64_t h_offset = h + p.pad_h - r * p.dilation_h;
+          if (h_offset < 0 || h_offset % p.stride_h != 0) continue;
+          const int64_t out_h = h_offset / p.stride_h;
+          if (out_h >= p.P) continue;
+          for (int64_t s = 0; s < p.S; ++s) {
+            const int64_t w_offset = w + p.pad_w - s * p.dilation_w;
+            if (w_offset < 0 || w_offset % p.stride_w != 0) continue;
+            const int64_t out_w = w_offset / p.stride_w;
+            if (out_w >= p.Q) continue;
+            sum += col[((c * p.R + r) * p.S + s) * PQ + out_h * p.Q + out_w];
+          }
+        }
+        x[c * x_stride_c + h * x_stride_h + w * x_stride_w] = sum;
+      }
+    }
+  }
+}
+
+}  // namespace fastconv::cpu

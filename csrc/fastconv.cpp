@@ -1,0 +1,67 @@
+// Every fastconv operator schema, declared once. Each backend registers its kernels in its own file
+// (cpu/, cuda/, emulator/); autograd and fake (meta) kernels are registered from Python (fastconv/ops.py).
+#include <torch/extension.h>
+#include <torch/library.h>
+#include <torch/version.h>
+
+#include "cpu/gemm/gemm.h"
+#include "ops_common.h"
+
+TORCH_LIBRARY(fastconv, m) {
+  // padding is (pad_h, pad_w) or (top, bottom, left, right); algorithm is auto | direct | im2col | im2col_blas.
+  m.def("conv2d_fprop(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[] padding, "
+        "int[2] dilation, int groups, str algorithm) -> Tensor");
+  m.def("_conv2d_dgrad(Tensor grad_output, Tensor weight, SymInt[4] input_size, int[2] stride, int[] padding, "
+        "int[2] dilation, int groups, str algorithm) -> Tensor");
+  m.def("_conv2d_wgrad(Tensor grad_output, Tensor input, SymInt[4] weight_size, int[2] stride, int[] padding, "
+        "int[2] dilation, int groups, str algorithm) -> Tensor");
+  m.def("_conv2d_bgrad(Tensor grad_output) -> Tensor");
+  // Returns (output, indices); indices are int64 flat positions h * W + w in the input plane, as PyTorch's.
+  m.def("max_pool2d_fprop(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
+        "bool ceil_mode) -> (Tensor, Tensor)");
+  m.def("_max_pool2d_bprop(Tensor grad_output, Tensor input, Tensor indices, int[2] kernel_size, int[2] stride, "
+        "int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor");
+  // fastconv's own GEMM on 2-D tensors, exposed for tests and the benchmark's GEMM-vs-torch.mm rows.
+  m.def("mm(Tensor self, Tensor mat2) -> Tensor");
+}
+
+namespace {
+
+std::string simd_level() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return "avx512f";
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "avx2+fma";
+  if (__builtin_cpu_supports("avx")) return "avx";
+  return "sse2";
+#else
+  return "portable";
+#endif
+}
+
+bool built_with_cuda() {
+#ifdef FASTCONV_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "fastconv: hand-written conv2d and max_pool2d kernels registered as torch.ops.fastconv";
+  m.def("build_info", [] {
+    pybind11::dict info;
+    info["torch_version"] = TORCH_VERSION;
+    info["cuda"] = built_with_cuda();
+    info["compiler"] = std::string(__VERSION__);
+    info["cpu_simd"] = simd_level();
+    info["gemm_kernel"] = std::string(fastconv::cpu::gemm_kernel_name());
+    info["cpu_threads"] = at::get_num_threads();
+    return info;
+  }, "How this build of fastconv was made: torch version, CUDA or not, compiler, SIMD level, GEMM kernel.");
+  m.def("set_poison_outputs", &fastconv::set_poison_outputs,
+        "Fill every new kernel output with NaN (or INT64_MIN) before the kernel writes it; for tests.");
+  m.def("poison_outputs", &fastconv::poison_outputs);
+}

@@ -1,0 +1,41 @@
+// Host-side (torch) half of the conv2d problem: building and validating a Conv2dProblem from a call's
+// arguments, the tensor checks every backend shares, and output allocation.
+#pragma once
+
+#include "conv2d_problem.h"
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/ArrayRef.h>
+
+namespace fastconv {
+
+// Validates sizes and hyper-parameters (messages name the argument, as PyTorch's do) and derives P, Q.
+// padding is (pad_h, pad_w) or (pad_top, pad_bottom, pad_left, pad_right).
+Conv2dProblem make_conv2d_problem(c10::IntArrayRef input_size, c10::IntArrayRef weight_size,
+                                  c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                  c10::IntArrayRef dilation, int64_t groups);
+
+// Tensor-level checks shared by every backend: floating dtypes that agree, one device.
+void check_conv2d_tensors(const char* op, const at::Tensor& first, const char* first_name,
+                          const at::Tensor& second, const char* second_name);
+void check_conv2d_bias(const Conv2dProblem& p, const at::Tensor& input, const at::Tensor& bias);
+void check_conv2d_grad_output(const Conv2dProblem& p, const at::Tensor& grad_output);
+
+Conv2dAlgorithm parse_conv2d_algorithm(c10::string_view algorithm);
+
+// PyTorch's rule: the output is channels_last when the input or the weight is.
+at::MemoryFormat conv2d_output_memory_format(const at::Tensor& input, const at::Tensor& weight);
+
+Pool2dProblem make_pool2d_problem(c10::IntArrayRef input_size, c10::IntArrayRef kernel_size,
+                                  c10::IntArrayRef stride, c10::IntArrayRef padding,
+                                  c10::IntArrayRef dilation, bool ceil_mode);
+void check_pool2d_input(const char* op, const at::Tensor& input);
+
+// Every kernel output is allocated here: when poisoning is on (tests), floating outputs are filled
+// with NaN and integer outputs with INT64_MIN, so an element a kernel forgot to write shows up.
+at::Tensor new_output(c10::IntArrayRef sizes, const at::TensorOptions& options,
+                      at::MemoryFormat memory_format = at::MemoryFormat::Contiguous);
+void set_poison_outputs(bool enabled);
+bool poison_outputs();
+
+}  // namespace fastconv
