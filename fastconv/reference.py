@@ -158,7 +158,7 @@ def max_pool2d_fprop(x, kernel_size, stride=None, padding=(0, 0),
     x = np.asarray(x, dtype=np.float64)
     N, C, H, W = x.shape
     kh, kw = _pair(kernel_size)
-    sh, sw = _pair(kernel_size if stride is None or stride == () else stride)
+    sh, sw = _pair(kernel_size if stride is None or np.size(stride) == 0 else stride)
     ph, pw = _pair(padding)
     dh, dw = _pair(dilation)
     if 2 * ph > kh or 2 * pw > kw:
@@ -203,10 +203,10 @@ def max_pool2d_bprop(dy, indices, input_size):
                          f"match input_size {tuple(input_size)}")
     if indices.size and (indices.min() < 0 or indices.max() >= H * W):
         raise ValueError("an index lies outside the input plane")
-    planes = dy.reshape(N * C, -1)
+    P, Q = dy.shape[2:]
     dx = np.zeros((N * C, H * W))
     # add.at, not fancy assignment: overlapping windows may pick the same
     # input pixel, and every one of their gradients must be summed.
-    np.add.at(dx, (np.arange(N * C)[:, None], indices.reshape(N * C, -1)),
-              planes)
+    np.add.at(dx, (np.arange(N * C)[:, None], indices.reshape(N * C, P * Q)),
+              dy.reshape(N * C, P * Q))
     return dx.reshape(N, C, H, W)
