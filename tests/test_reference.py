@@ -18,6 +18,10 @@ from fastconv.reference import (conv2d_bgrad, conv2d_dgrad, conv2d_fprop,
                                 conv2d_wgrad, max_pool2d_bprop,
                                 max_pool2d_fprop)
 
+# The tensors here are tiny: a thread pool only adds contention, which made
+# the suite several times slower on a busy 2-core machine.
+torch.set_num_threads(1)
+
 TOL = dict(rtol=1e-10, atol=1e-12)
 NAN = np.nan
 INF = np.inf
