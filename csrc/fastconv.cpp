@@ -7,7 +7,11 @@
 #include "cpu/gemm/gemm.h"
 #include "ops_common.h"
 
-TORCH_LIBRARY(fastconv, m) {
+namespace {
+
+// The schemas, written once. The native library (CPU and CUDA kernels) and the emulated library (the CUDA
+// kernel source run on the CPU by the SIMT emulator) declare the same ops, so one Python layer serves both.
+void define_ops(torch::Library& m) {
   // padding is (pad_h, pad_w) or (top, bottom, left, right); algorithm is auto | direct | im2col | im2col_blas.
   m.def("conv2d_fprop(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[] padding, "
         "int[2] dilation, int groups, str algorithm) -> Tensor");
@@ -21,9 +25,17 @@ TORCH_LIBRARY(fastconv, m) {
         "bool ceil_mode) -> (Tensor, Tensor)");
   m.def("_max_pool2d_bprop(Tensor grad_output, Tensor input, Tensor indices, int[2] kernel_size, int[2] stride, "
         "int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor");
+}
+
+}  // namespace
+
+TORCH_LIBRARY(fastconv, m) {
+  define_ops(m);
   // fastconv's own GEMM on 2-D tensors, exposed for tests and the benchmark's GEMM-vs-torch.mm rows.
   m.def("mm(Tensor self, Tensor mat2) -> Tensor");
 }
+
+TORCH_LIBRARY(fastconv_emulated, m) { define_ops(m); }
 
 namespace {
 

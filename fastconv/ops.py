@@ -68,6 +68,17 @@ def _check_algorithm(algorithm):
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto"):
     """fastconv's conv2d: the signature, defaults and semantics of torch.nn.functional.conv2d, plus the
     choice of algorithm ("auto", "direct", "im2col", or "im2col_blas" for comparison)."""
+    return conv2d_with(torch.ops.fastconv, input, weight, bias, stride, padding, dilation, groups, algorithm)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """fastconv's max_pool2d, mirroring torch.nn.functional.max_pool2d in every argument."""
+    return max_pool2d_with(torch.ops.fastconv, input, kernel_size, stride, padding, dilation, ceil_mode,
+                           return_indices)
+
+
+def conv2d_with(ops, input, weight, bias, stride, padding, dilation, groups, algorithm):
+    """conv2d on one operator library: torch.ops.fastconv (native kernels) or torch.ops.fastconv_emulated."""
     _check_algorithm(algorithm)
     input, unbatched = _batched(input, "conv2d")
     if weight.dim() != 4:
@@ -78,16 +89,15 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     stride = _pair("stride", stride)
     dilation = _pair("dilation", dilation)
     padding = _conv_padding(padding, weight, stride, dilation)
-    out = torch.ops.fastconv.conv2d_fprop(input, weight, bias, stride, padding, dilation, groups, algorithm)
+    out = ops.conv2d_fprop(input, weight, bias, stride, padding, dilation, groups, algorithm)
     return out.squeeze(0) if unbatched else out
 
 
-def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
-    """fastconv's max_pool2d, mirroring torch.nn.functional.max_pool2d in every argument."""
+def max_pool2d_with(ops, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
     input, unbatched = _batched(input, "max_pool2d")
     kernel_size = _pair("kernel_size", kernel_size)
     stride = kernel_size if stride is None or (not isinstance(stride, int) and len(stride) == 0) else stride
-    out, indices = torch.ops.fastconv.max_pool2d_fprop(
+    out, indices = ops.max_pool2d_fprop(
         input, kernel_size, _pair("stride", stride), _pair("padding", padding), _pair("dilation", dilation),
         bool(ceil_mode),
     )
@@ -263,7 +273,8 @@ def _register_pool_autograd(ns):
     torch.library.register_autograd(f"{ns}::_max_pool2d_bprop", bprop_backward, setup_context=bprop_setup)
 
 
-_register_conv_fakes("fastconv")
-_register_pool_fakes("fastconv")
-_register_conv_autograd("fastconv")
-_register_pool_autograd("fastconv")
+for _ns in ("fastconv", "fastconv_emulated"):
+    _register_conv_fakes(_ns)
+    _register_pool_fakes(_ns)
+    _register_conv_autograd(_ns)
+    _register_pool_autograd(_ns)
