@@ -28,16 +28,16 @@
 // Context switching. glibc's swapcontext makes an rt_sigprocmask syscall on
 // every switch (~0.35 us each here, ~730 ns per fiber round trip), which
 // dominates emulated kernels with many barriers. On x86-64 we switch with a
-// few instructions instead (~100x cheaper); ucontext remains the portable
-// fallback, and is also used when shadow stacks (CET SHSTK) may be enabled,
-// since a hand-made `ret` onto a fresh stack would not match the shadow
-// stack. Define FASTCONV_SIMT_USE_UCONTEXT to force the fallback.
-#if defined(__x86_64__) && !defined(FASTCONV_SIMT_USE_UCONTEXT) && \
-    !(defined(__CET__) && (__CET__ & 2))
+// few instructions instead (about 7x faster end to end on a barrier-heavy
+// kernel); ucontext remains the portable fallback, and is also used at run
+// time when a CET shadow stack is active, since a hand-made `ret` onto a
+// fresh stack would not match it (glibc's ucontext handles shadow stacks).
+// Define FASTCONV_SIMT_USE_UCONTEXT to force the fallback.
+#include <ucontext.h>
+#if defined(__x86_64__) && !defined(FASTCONV_SIMT_USE_UCONTEXT)
 #define FASTCONV_SIMT_ASM_SWITCH 1
 #else
 #define FASTCONV_SIMT_ASM_SWITCH 0
-#include <ucontext.h>
 #endif
 
 #if FASTCONV_SIMT_ASM_SWITCH
@@ -114,11 +114,8 @@ struct Fiber {
   // Stack: [canary | usable ...]; overflow runs into the canary at the low end.
   unsigned char* stack = nullptr;
   std::size_t stack_bytes = 0;
-#if FASTCONV_SIMT_ASM_SWITCH
-  void* sp = nullptr;
-#else
-  ucontext_t uc{};
-#endif
+  void* sp = nullptr;  // asm switch
+  ucontext_t uc{};     // ucontext fallback
 
   Fiber() = default;
   Fiber(const Fiber&) = delete;
@@ -144,7 +141,9 @@ std::size_t stack_bytes_setting() {
 }
 
 std::string format_uint3(uint3 v) {
-  return "(" + std::to_string(v.x) + "," + std::to_string(v.y) + "," + std::to_string(v.z) + ")";
+  char s[48];
+  std::snprintf(s, sizeof s, "(%u,%u,%u)", v.x, v.y, v.z);
+  return s;
 }
 
 std::string format_site(const std::source_location& s) {
@@ -165,13 +164,25 @@ bool same_site(const std::source_location& a, const std::source_location& b) {
 
 [[noreturn]] void fiber_entry();
 
-#if !FASTCONV_SIMT_ASM_SWITCH
 // Out of line because getcontext is returns_twice, which confuses GCC's
 // uninitialised-use analysis of the enclosing function.
 __attribute__((noinline)) void init_ucontext(ucontext_t& uc) {
   if (getcontext(&uc) != 0) throw std::runtime_error("fastconv::simt: getcontext failed");
 }
+
+bool asm_switch_usable() {
+#if FASTCONV_SIMT_ASM_SWITCH
+  // rdsspq leaves 0 (it executes as a NOP) unless a shadow stack is active.
+  static const bool usable = [] {
+    unsigned long long ssp = 0;
+    asm volatile("rdsspq %0" : "+r"(ssp));
+    return ssp == 0;
+  }();
+  return usable;
+#else
+  return false;
 #endif
+}
 
 struct LaunchShape {
   dim3 grid;
@@ -197,10 +208,9 @@ class BlockRunner {
   }
   void yield_to_scheduler(Fiber& f) {
 #if FASTCONV_SIMT_ASM_SWITCH
-    fastconv_simt_switch(&f.sp, scheduler_sp_);
-#else
-    swapcontext(&f.uc, &scheduler_uc_);
+    if (use_asm_) return fastconv_simt_switch(&f.sp, scheduler_sp_);
 #endif
+    swapcontext(&f.uc, &scheduler_uc_);
   }
 
  private:
@@ -220,11 +230,9 @@ class BlockRunner {
   std::size_t smem_capacity_ = 0;
   KernelBody body_{};
   std::exception_ptr kernel_error_;
-#if FASTCONV_SIMT_ASM_SWITCH
+  const bool use_asm_ = asm_switch_usable();
   void* scheduler_sp_ = nullptr;
-#else
   ucontext_t scheduler_uc_{};
-#endif
 };
 
 void BlockRunner::ensure_fibers(unsigned n) {
@@ -239,10 +247,8 @@ void BlockRunner::ensure_fibers(unsigned n) {
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) throw std::bad_alloc();
     f->stack = static_cast<unsigned char*>(p);
-#if !FASTCONV_SIMT_ASM_SWITCH
     // getcontext costs a syscall, so do it once per fiber, not per block.
-    init_ucontext(f->uc);
-#endif
+    if (!use_asm_) init_ucontext(f->uc);
     f->runner = this;
     f->linear_tid = static_cast<unsigned>(fibers_.size());
     fibers_.push_back(std::move(f));
@@ -260,15 +266,13 @@ void BlockRunner::ensure_smem(std::size_t bytes) {
   smem_capacity_ = rounded;
 }
 
-void BlockRunner::start_fiber(Fiber& f) {
-  auto* canary = reinterpret_cast<std::uint64_t*>(f.stack);
-  for (std::size_t i = 0; i < kCanaryWords; ++i) canary[i] = kStackCanary;
 #if FASTCONV_SIMT_ASM_SWITCH
-  // Build the frame fastconv_simt_switch expects to pop: control words, six
-  // callee-saved registers, then fiber_entry as the return address. The zero
-  // above it is fiber_entry's own (never used) return address; it also puts
-  // rsp at 8 mod 16 on entry, as after a call.
-  auto top = reinterpret_cast<std::uintptr_t>(f.stack + f.stack_bytes) & ~std::uintptr_t{15};
+// Builds the frame fastconv_simt_switch expects to pop: control words, six
+// callee-saved registers, then fiber_entry as the return address. The zero
+// above it is fiber_entry's own (never used) return address; it also puts
+// rsp at 8 mod 16 on entry, as after a call.
+void* initial_asm_frame(unsigned char* stack, std::size_t bytes) {
+  auto top = reinterpret_cast<std::uintptr_t>(stack + bytes) & ~std::uintptr_t{15};
   auto* sp = reinterpret_cast<std::uint64_t*>(top);
   *--sp = 0;
   *--sp = reinterpret_cast<std::uint64_t>(&fiber_entry);
@@ -279,22 +283,33 @@ void BlockRunner::start_fiber(Fiber& f) {
   asm volatile("stmxcsr %0" : "=m"(mxcsr));
   asm volatile("fnstcw %0" : "=m"(fcw));
   *--sp = static_cast<std::uint64_t>(mxcsr) | (static_cast<std::uint64_t>(fcw) << 32);
-  f.sp = sp;
-#else
+  return sp;
+}
+#endif
+
+void BlockRunner::start_fiber(Fiber& f) {
+  auto* canary = reinterpret_cast<std::uint64_t*>(f.stack);
+  for (std::size_t i = 0; i < kCanaryWords; ++i) canary[i] = kStackCanary;
+#if FASTCONV_SIMT_ASM_SWITCH
+  if (use_asm_) {
+    f.sp = initial_asm_frame(f.stack, f.stack_bytes);
+    return;
+  }
+#endif
   f.uc.uc_stack.ss_sp = f.stack;
   f.uc.uc_stack.ss_size = f.stack_bytes;
   f.uc.uc_link = nullptr;
   makecontext(&f.uc, fiber_entry, 0);
-#endif
 }
 
 void BlockRunner::resume(Fiber& f) {
   tl_fiber = &f;
 #if FASTCONV_SIMT_ASM_SWITCH
-  fastconv_simt_switch(&scheduler_sp_, f.sp);
-#else
-  swapcontext(&scheduler_uc_, &f.uc);
+  if (use_asm_)
+    fastconv_simt_switch(&scheduler_sp_, f.sp);
+  else
 #endif
+    swapcontext(&scheduler_uc_, &f.uc);
   tl_fiber = nullptr;
   const auto* canary = reinterpret_cast<const std::uint64_t*>(f.stack);
   for (std::size_t i = 0; i < kCanaryWords; ++i) {

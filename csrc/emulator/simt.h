@@ -23,6 +23,9 @@
 #define FASTCONV_SIMT_EMULATED 1
 
 // ---------------------------------------------------------------- vector types
+// Same layout and names as CUDA's vector_types.h. If a TU has already pulled
+// in the CUDA headers (host code of a CUDA build), theirs are used instead.
+#if !defined(__VECTOR_TYPES_H__)
 struct uint3 {
   unsigned int x, y, z;
 };
@@ -35,18 +38,21 @@ struct dim3 {
   constexpr operator uint3() const { return uint3{x, y, z}; }
 };
 
-// The alignments match CUDA's so that vectorised loads in kernels fault in
-// the same places (misaligned float4 access is an error on the GPU).
+// The alignments match CUDA's so that vectorised loads in kernels have the
+// same alignment requirements as on the GPU.
 struct __attribute__((aligned(8))) float2 { float x, y; };
 struct __attribute__((aligned(16))) float4 { float x, y, z, w; };
 struct __attribute__((aligned(8))) int2 { int x, y; };
 struct __attribute__((aligned(16))) int4 { int x, y, z, w; };
+#endif
+
+#if !defined(__VECTOR_FUNCTIONS_H__)
 inline float2 make_float2(float x, float y) { return float2{x, y}; }
 inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
 inline int2 make_int2(int x, int y) { return int2{x, y}; }
 inline int4 make_int4(int x, int y, int z, int w) { return int4{x, y, z, w}; }
 inline uint3 make_uint3(unsigned x, unsigned y, unsigned z) { return uint3{x, y, z}; }
-inline dim3 make_dim3(unsigned x, unsigned y, unsigned z) { return dim3(x, y, z); }
+#endif
 
 // ------------------------------------------------------------ qualifiers
 #define __global__
