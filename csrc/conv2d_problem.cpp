@@ -61,6 +61,8 @@ Conv2dProblem make_conv2d_problem(c10::IntArrayRef input_size, c10::IntArrayRef 
   const int64_t pad_bottom = symmetric ? padding[0] : padding[1];
   const int64_t pad_right = symmetric ? padding[1] : padding[3];
 
+  TORCH_CHECK(p.K >= 1, "Given groups=", groups, ", expected weight to be at least 1 at dimension 0, but got weight of size ",
+              weight_size, " instead");
   TORCH_CHECK(p.K % groups == 0, "Given groups=", groups, ", expected weight to be divisible by ", groups,
               " at dimension 0, but got weight of size ", weight_size, " instead");
   TORCH_CHECK(p.C == weight_size[1] * groups, "Given groups=", groups, ", weight of size ", weight_size,

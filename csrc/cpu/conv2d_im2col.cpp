@@ -29,7 +29,7 @@ GemmFn<T> select_gemm(bool use_blas) {
 // A [Kg, P*Q] slice of a 4-D output seen as a matrix needs P and Q to collapse into one stride,
 // true for NCHW and channels_last tensors we allocate ourselves and for contiguous grad_outputs.
 void check_pq_collapses(const at::Tensor& t, const char* name) {
-  TORCH_INTERNAL_ASSERT(t.size(2) == 1 || t.size(3) == 1 || t.stride(2) == t.size(3) * t.stride(3),
+  TORCH_INTERNAL_ASSERT(t.numel() == 0 || t.size(2) == 1 || t.size(3) == 1 || t.stride(2) == t.size(3) * t.stride(3),
                         name, " must have collapsible spatial strides");
 }
 
