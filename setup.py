@@ -1,35 +1,14 @@
 """Builds fastconv._C: CPU kernels and the SIMT emulator always; CUDA kernels when a CUDA toolkit and a
 CUDA build of torch are present. FASTCONV_CUDA=1 forces the CUDA build (and fails loudly without a
 toolkit), FASTCONV_CUDA=0 disables it; unset means "when available"."""
-import glob
 import os
-import re
-import shutil
-import subprocess
 import sys
 
 from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-
-
-def cuda_toolkit_root():
-    """The real toolkit root (with bin/nvcc and lib64/libcudart.so): the nvcc on PATH may be a wrapper
-    script, so ask nvcc itself where it lives (its --dryrun prints TOP=<root>/bin/..)."""
-    for var in ("CUDA_HOME", "CUDA_PATH"):
-        if os.environ.get(var) and os.path.exists(os.path.join(os.environ[var], "bin", "nvcc")):
-            return os.environ[var]
-    nvcc = shutil.which("nvcc")
-    if nvcc is None:
-        return None
-    try:
-        out = subprocess.run([nvcc, "--dryrun", "--version"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    match = re.search(r"^#\$ TOP=(.+)$", out.stdout + out.stderr, re.MULTILINE)
-    if match:
-        return os.path.realpath(os.path.join(match.group(1).strip(), ".."))
-    return os.path.realpath(os.path.join(os.path.dirname(os.path.realpath(nvcc)), ".."))
+sys.path.insert(0, ROOT)
+from setup_helpers import cuda_toolkit_root, nvidia_wheel_dirs  # noqa: E402
 
 
 def want_cuda():
@@ -58,17 +37,6 @@ if WITH_CUDA:
             os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"  # nothing to detect: build for Hopper only
 
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
-
-
-def nvidia_wheel_dirs(kind):
-    """include/ or lib/ folders of the nvidia pip packages that ship beside a CUDA build of torch
-    (ATen's CUDA headers want cusparse.h and cublas_v2.h, which the bare toolkit may lack)."""
-    import site
-
-    found = []
-    for base in site.getsitepackages() + [site.getusersitepackages()]:
-        found += sorted(glob.glob(os.path.join(base, "nvidia", "*", kind)))
-    return [d for d in found if os.path.isdir(d)]
 
 
 def sources(pattern):
