@@ -1,6 +1,7 @@
 """Builds fastconv._C: CPU kernels and the SIMT emulator always; CUDA kernels when a CUDA toolkit and a
 CUDA build of torch are present. FASTCONV_CUDA=1 forces the CUDA build (and fails loudly without a
 toolkit), FASTCONV_CUDA=0 disables it; unset means "when available"."""
+import glob
 import os
 import sys
 

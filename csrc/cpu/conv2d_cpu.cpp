@@ -18,6 +18,15 @@ Conv2dAlgorithm choose_algorithm(const Conv2dProblem& p, c10::string_view reques
   return Conv2dAlgorithm::Im2col;
 }
 
+// float16 / bfloat16 (autocast) run in float32 and are rounded once at the end: PyTorch's CPU
+// convolution also accumulates reduced precision in float.
+bool is_reduced_precision(const at::Tensor& t) {
+  return t.scalar_type() == at::kHalf || t.scalar_type() == at::kBFloat16;
+}
+std::optional<at::Tensor> to_float(const std::optional<at::Tensor>& t) {
+  return t.has_value() ? std::optional<at::Tensor>(t->to(at::kFloat)) : std::nullopt;
+}
+
 // Spatial strides the GEMM can walk as one dimension; expanded or sliced gradients are copied once.
 at::Tensor gemm_friendly(const at::Tensor& t) { return t.contiguous(t.suggest_memory_format()); }
 
@@ -25,6 +34,12 @@ at::Tensor conv2d_fprop(const at::Tensor& input, const at::Tensor& weight, const
                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                         c10::string_view algorithm) {
   check_conv2d_tensors("conv2d", input, "input", weight, "weight");
+  if (is_reduced_precision(input)) {
+    if (bias.has_value()) check_conv2d_tensors("conv2d", input, "input", *bias, "bias");
+    return conv2d_fprop(input.to(at::kFloat), weight.to(at::kFloat), to_float(bias), stride, padding, dilation,
+                        groups, algorithm)
+        .to(input.scalar_type());
+  }
   const Conv2dProblem p = make_conv2d_problem(input.sizes(), weight.sizes(), stride, padding, dilation, groups);
   const at::Tensor bias_tensor = bias.has_value() ? *bias : at::Tensor();
   if (bias_tensor.defined()) check_conv2d_bias(p, input, bias_tensor);
@@ -44,6 +59,11 @@ at::Tensor conv2d_dgrad(const at::Tensor& grad_output, const at::Tensor& weight,
                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                         c10::string_view algorithm) {
   check_conv2d_tensors("conv2d backward", grad_output, "grad_output", weight, "weight");
+  if (is_reduced_precision(grad_output)) {
+    return conv2d_dgrad(grad_output.to(at::kFloat), weight.to(at::kFloat), input_size, stride, padding, dilation,
+                        groups, algorithm)
+        .to(grad_output.scalar_type());
+  }
   const Conv2dProblem p = make_conv2d_problem(C10_AS_INTARRAYREF_SLOW(input_size), weight.sizes(), stride,
                                               padding, dilation, groups);
   check_conv2d_grad_output(p, grad_output);
@@ -64,6 +84,11 @@ at::Tensor conv2d_wgrad(const at::Tensor& grad_output, const at::Tensor& input, 
                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                         c10::string_view algorithm) {
   check_conv2d_tensors("conv2d backward", grad_output, "grad_output", input, "input");
+  if (is_reduced_precision(grad_output)) {
+    return conv2d_wgrad(grad_output.to(at::kFloat), input.to(at::kFloat), weight_size, stride, padding, dilation,
+                        groups, algorithm)
+        .to(grad_output.scalar_type());
+  }
   const Conv2dProblem p = make_conv2d_problem(input.sizes(), C10_AS_INTARRAYREF_SLOW(weight_size), stride,
                                               padding, dilation, groups);
   check_conv2d_grad_output(p, grad_output);
@@ -86,6 +111,7 @@ at::Tensor conv2d_bgrad(const at::Tensor& grad_output) {
               grad_output.sizes());
   TORCH_CHECK(at::isFloatingType(grad_output.scalar_type()),
               "conv2d backward: expected a floating point grad_output, but got ", grad_output.scalar_type());
+  if (is_reduced_precision(grad_output)) return conv2d_bgrad(grad_output.to(at::kFloat)).to(grad_output.scalar_type());
   const int64_t N = grad_output.size(0), K = grad_output.size(1), P = grad_output.size(2), Q = grad_output.size(3);
   at::Tensor grad_bias = new_output({K}, grad_output.options());
   if (K == 0) return grad_bias;
