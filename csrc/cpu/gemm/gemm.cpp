@@ -52,11 +52,12 @@ bool use_avx2() {
   }
 }
 
-template <typename T> MicroKernel<T> select_kernel() {
+template <typename T> KernelSet<T> select_kernels() {
   if (use_avx2()) {
-    if (MicroKernel<T> k = avx2_microkernel<T>()) return k;
+    const KernelSet<T> set = avx2_kernels<T>();
+    if (set.kernel != nullptr) return set;
   }
-  return portable_microkernel<T>();
+  return portable_kernels<T>();
 }
 
 // Per-thread packing scratch, 64-byte aligned (cache line; also satisfies the aligned AVX loads).
@@ -99,7 +100,7 @@ template <typename T> struct Problem {
   const T* B; int64_t brs, bcs;
   T* C; int64_t crs, ccs;
   bool accumulate;
-  MicroKernel<T> kernel;
+  KernelSet<T> ks;
 };
 
 // Computes the C sub-block [m0,m1)×[n0,n1) serially on the calling thread.
@@ -122,17 +123,24 @@ void gemm_region(const Problem<T>& p, int64_t m0, int64_t m1, int64_t n0, int64_
       const int64_t kc = std::min(kc_step, p.K - pc);
       // First K block overwrites C unless the caller asked to accumulate; later ones add.
       const bool add = p.accumulate || pc > 0;
-      pack_B<T, NR>(kc, nc, p.B + pc * p.brs + jc * p.bcs, p.brs, p.bcs, pack_b);
       for (int64_t ic = m0; ic < m1; ic += mc_step) {
         const int64_t mc = std::min(mc_step, m1 - ic);
-        pack_A<T, MR>(mc, kc, p.A + ic * p.ars + pc * p.acs, p.ars, p.acs, pack_a);
+        pack_A<T, MR>(mc, kc, p.A + ic * p.ars + pc * p.acs, p.ars, p.acs, pack_a,
+                      p.ks.pack_a_rowmajor);
         for (int64_t jr = 0; jr < nc; jr += NR) {
           const int nr = static_cast<int>(std::min<int64_t>(NR, nc - jr));
-          const T* bp = pack_b + jr * kc;
+          T* bp = pack_b + jr * kc;
+          // B panels are packed during the first pass over M, right before their first use,
+          // so the freshly written panel is still in L1 for the kernels; the whole KC×NC block
+          // would not fit in L2 and would otherwise make a round trip through L3. Later M
+          // blocks reuse the packed panels.
+          if (ic == m0)
+            pack_B<T, NR>(kc, nr, p.B + pc * p.brs + (jc + jr) * p.bcs, p.brs, p.bcs, bp,
+                          p.ks.pack_b_colmajor);
           T* c_col = p.C + (jc + jr) * p.ccs;
           for (int64_t ir = 0; ir < mc; ir += MR) {
             const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ir));
-            p.kernel(kc, pack_a + ir * kc, bp, c_col + (ic + ir) * p.crs, p.crs, p.ccs, mr, nr,
+            p.ks.kernel(kc, pack_a + ir * kc, bp, c_col + (ic + ir) * p.crs, p.crs, p.ccs, mr, nr,
                      add);
           }
         }
@@ -216,7 +224,7 @@ void gemm(int64_t M, int64_t N, int64_t K,
   }
   gemm_detail::gemm_impl<T>({M, N, K, A, a_row_stride, a_col_stride, B, b_row_stride,
                              b_col_stride, C, c_row_stride, c_col_stride, accumulate,
-                             gemm_detail::select_kernel<T>()});
+                             gemm_detail::select_kernels<T>()});
 }
 
 const char* gemm_kernel_name() { return gemm_detail::use_avx2() ? "avx2+fma" : "portable"; }

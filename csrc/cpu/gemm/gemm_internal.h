@@ -31,9 +31,22 @@ template <typename T>
 using MicroKernel = void (*)(int64_t kc, const T* Ap, const T* Bp, T* C, int64_t rs_c,
                              int64_t cs_c, int mr, int nr, bool add);
 
-template <typename T> MicroKernel<T> portable_microkernel();
-// nullptr when this build has no x86 AVX2 code; the caller still checks the CPU.
-template <typename T> MicroKernel<T> avx2_microkernel();
+// Packs one full panel whose source is "transposed" relative to the packed layout, which plain
+// loops do element by element: MR rows of a row-major A (src(i,k) at src[i*ld + k]) or NR
+// columns of a column-major B (src(k,j) at src[k + j*ld]). Output layout as in pack.h.
+template <typename T>
+using PackPanel = void (*)(int64_t kc, const T* src, int64_t ld, T* out);
+
+// What one instruction set provides. Null packers mean "use the generic loops in pack.h".
+template <typename T> struct KernelSet {
+  MicroKernel<T> kernel = nullptr;
+  PackPanel<T> pack_a_rowmajor = nullptr;
+  PackPanel<T> pack_b_colmajor = nullptr;
+};
+
+template <typename T> KernelSet<T> portable_kernels();
+// kernel == nullptr when this build has no x86 AVX2 code; the caller still checks the CPU.
+template <typename T> KernelSet<T> avx2_kernels();
 
 // Test hook: 0 = automatic (CPU check + FASTCONV_GEMM_KERNEL), 1 = force portable, 2 = force AVX2
 // (ignored when the CPU lacks it). Not thread-safe against concurrent gemm calls.

@@ -33,8 +33,12 @@ void portable_kernel(int64_t kc, const T* __restrict Ap, const T* __restrict Bp,
 
 }  // namespace
 
-template <typename T> MicroKernel<T> portable_microkernel() { return &portable_kernel<T>; }
-template MicroKernel<float> portable_microkernel<float>();
-template MicroKernel<double> portable_microkernel<double>();
+template <typename T> KernelSet<T> portable_kernels() {
+  KernelSet<T> set;
+  set.kernel = &portable_kernel<T>;
+  return set;
+}
+template KernelSet<float> portable_kernels<float>();
+template KernelSet<double> portable_kernels<double>();
 
 }  // namespace fastconv::cpu::gemm_detail

@@ -4,12 +4,16 @@
 // memory contiguously.
 #include <cstdint>
 
+#include "gemm_internal.h"
+
 namespace fastconv::cpu::gemm_detail {
 
 // A block (mc×kc, element (i,k) at A[i*rs + k*cs]) -> ceil(mc/MR) panels, each kc×MR with
 // element (i,k) at panel[k*MR + i]. Rows past mc are zero.
+// `fast_rowmajor`, when given, packs a full panel of row-major A.
 template <typename T, int MR>
-void pack_A(int64_t mc, int64_t kc, const T* A, int64_t rs, int64_t cs, T* __restrict out) {
+void pack_A(int64_t mc, int64_t kc, const T* A, int64_t rs, int64_t cs, T* __restrict out,
+            PackPanel<T> fast_rowmajor) {
   for (int64_t i0 = 0; i0 < mc; i0 += MR) {
     const int mr = static_cast<int>(mc - i0 < MR ? mc - i0 : MR);
     const T* a = A + i0 * rs;
@@ -17,6 +21,8 @@ void pack_A(int64_t mc, int64_t kc, const T* A, int64_t rs, int64_t cs, T* __res
       // Column-major A (e.g. Wᵀ in the backward pass): each k gives MR contiguous values.
       for (int64_t k = 0; k < kc; ++k)
         for (int i = 0; i < MR; ++i) out[k * MR + i] = a[k * cs + i];
+    } else if (cs == 1 && mr == MR && fast_rowmajor != nullptr) {
+      fast_rowmajor(kc, a, rs, out);
     } else if (cs == 1) {
       // Row-major A: walk each row along k so every read stream is contiguous.
       for (int i = 0; i < mr; ++i) {
@@ -35,8 +41,10 @@ void pack_A(int64_t mc, int64_t kc, const T* A, int64_t rs, int64_t cs, T* __res
 
 // B block (kc×nc, element (k,j) at B[k*rs + j*cs]) -> ceil(nc/NR) panels, each kc×NR with
 // element (k,j) at panel[k*NR + j]. Columns past nc are zero.
+// `fast_colmajor`, when given, packs a full panel of column-major B.
 template <typename T, int NR>
-void pack_B(int64_t kc, int64_t nc, const T* B, int64_t rs, int64_t cs, T* __restrict out) {
+void pack_B(int64_t kc, int64_t nc, const T* B, int64_t rs, int64_t cs, T* __restrict out,
+            PackPanel<T> fast_colmajor) {
   for (int64_t j0 = 0; j0 < nc; j0 += NR) {
     const int nr = static_cast<int>(nc - j0 < NR ? nc - j0 : NR);
     const T* b = B + j0 * cs;
@@ -44,6 +52,8 @@ void pack_B(int64_t kc, int64_t nc, const T* B, int64_t rs, int64_t cs, T* __res
       // Row-major B (the im2col matrix): each k row is NR contiguous values, a plain copy.
       for (int64_t k = 0; k < kc; ++k)
         for (int j = 0; j < NR; ++j) out[k * NR + j] = b[k * rs + j];
+    } else if (rs == 1 && nr == NR && fast_colmajor != nullptr) {
+      fast_colmajor(kc, b, cs, out);
     } else if (rs == 1) {
       // Column-major B (e.g. colᵀ for the weight gradient): walk each column along k.
       for (int j = 0; j < nr; ++j) {
