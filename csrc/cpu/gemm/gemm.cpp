@@ -136,7 +136,7 @@ void gemm_region(const Problem<T>& p, int64_t m0, int64_t m1, int64_t n0, int64_
           // blocks reuse the packed panels.
           if (ic == m0)
             pack_B<T, NR>(kc, nr, p.B + pc * p.brs + (jc + jr) * p.bcs, p.brs, p.bcs, bp,
-                          p.ks.pack_b_colmajor);
+                          p.ks.pack_b_colmajor, /*prefetch_ahead=*/jr + 2 * NR < nc);
           T* c_col = p.C + (jc + jr) * p.ccs;
           for (int64_t ir = 0; ir < mc; ir += MR) {
             const int mr = static_cast<int>(std::min<int64_t>(MR, mc - ir));

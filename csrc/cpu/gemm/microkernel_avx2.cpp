@@ -29,6 +29,36 @@ FC_AVX2_INLINE __m256d vfma(__m256d a, __m256d b, __m256d c) { return _mm256_fma
 FC_AVX2_INLINE __m256 vadd(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
 FC_AVX2_INLINE __m256d vadd(__m256d a, __m256d b) { return _mm256_add_pd(a, b); }
 
+// In-register transposes, used by the transposed C store and the transposing packers.
+// r[j] holds column j (8 consecutive k); afterwards r[k] holds row k (8 consecutive j).
+FC_AVX2_INLINE void transpose8x8(__m256 r[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int h = 0; h < 8; h += 4) {
+    u[h + 0] = _mm256_shuffle_ps(t[h + 0], t[h + 2], 0x44);
+    u[h + 1] = _mm256_shuffle_ps(t[h + 0], t[h + 2], 0xEE);
+    u[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0x44);
+    u[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+  }
+}
+
+// r[j] holds 4 consecutive values of line j; afterwards r[k] holds element k of lines 0..3.
+FC_AVX2_INLINE void transpose4x4(__m256d r[4]) {
+  const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+  const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+  r[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
+  r[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
+  r[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
+  r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
+}
+
 // ROWS ≤ MR rows and NVEC ≤ 2 vectors of columns are computed; edge tiles get a smaller
 // instantiation instead of wasted FMAs on padding. The packed panels keep their full MR / NR
 // strides. Per element the arithmetic is identical across instantiations (an FMA chain over k
@@ -78,6 +108,35 @@ FC_AVX2 void kernel(int64_t kc, const T* __restrict Ap, const T* __restrict Bp, 
     }
     return;
   }
+  if constexpr (sizeof(T) == 4 && (ROWS == 6 || ROWS == 4)) {
+    if (rs_c == 1 && nr == NVEC * W) {
+      // Column-major C (the role-swapped problems and channels_last-style outputs): transpose
+      // 8 columns at a time so each column's ROWS contiguous values move as one or two vector
+      // stores instead of ROWS scalar ones.
+#pragma GCC unroll 2
+      for (int v = 0; v < NVEC; ++v) {
+        __m256 r[8];
+        for (int i = 0; i < ROWS; ++i) r[i] = acc[i][v];
+        for (int i = ROWS; i < 8; ++i) r[i] = _mm256_setzero_ps();
+        transpose8x8(r);
+        for (int j = 0; j < 8; ++j) {
+          float* c = C + (v * 8 + j) * cs_c;
+          __m128 lo = _mm256_castps256_ps128(r[j]);
+          if (add) lo = _mm_add_ps(_mm_loadu_ps(c), lo);
+          _mm_storeu_ps(c, lo);
+          if constexpr (ROWS == 6) {
+            __m128 hi = _mm256_extractf128_ps(r[j], 1);
+            if (add) {
+              const __m128 old = _mm_loadl_pi(_mm_setzero_ps(), reinterpret_cast<const __m64*>(c + 4));
+              hi = _mm_add_ps(old, hi);
+            }
+            _mm_storel_pi(reinterpret_cast<__m64*>(c + 4), hi);
+          }
+        }
+      }
+      return;
+    }
+  }
   // Strided C (e.g. column-major) or a partial-width tile: go through a scratch tile. The
   // scalar add below rounds exactly like the vector add above.
   alignas(32) T tile[ROWS][NVEC * W];
@@ -124,35 +183,6 @@ FC_AVX2 void avx2_kernel(int64_t kc, const T* Ap, const T* Bp, T* C, int64_t rs_
 // Element-by-element packing of a transposed source costs about a cycle per element, which is
 // comparable to the FMAs it feeds when the other dimension is small (M = 49 or 64, say). In-register
 // transposes move 8 (float) or 4 (double) elements per load and store instead.
-
-// r[j] holds column j (8 consecutive k); afterwards r[k] holds row k (8 consecutive j).
-FC_AVX2_INLINE void transpose8x8(__m256 r[8]) {
-  __m256 t[8], u[8];
-  for (int i = 0; i < 4; ++i) {
-    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int h = 0; h < 8; h += 4) {
-    u[h + 0] = _mm256_shuffle_ps(t[h + 0], t[h + 2], 0x44);
-    u[h + 1] = _mm256_shuffle_ps(t[h + 0], t[h + 2], 0xEE);
-    u[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0x44);
-    u[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0xEE);
-  }
-  for (int i = 0; i < 4; ++i) {
-    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
-    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
-  }
-}
-
-// r[j] holds 4 consecutive values of line j; afterwards r[k] holds element k of lines 0..3.
-FC_AVX2_INLINE void transpose4x4(__m256d r[4]) {
-  const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
-  const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
-  r[0] = _mm256_permute2f128_pd(t0, t2, 0x20);
-  r[1] = _mm256_permute2f128_pd(t1, t3, 0x20);
-  r[2] = _mm256_permute2f128_pd(t0, t2, 0x31);
-  r[3] = _mm256_permute2f128_pd(t1, t3, 0x31);
-}
 
 // Column-major B, float: 16 columns -> out[k*16 + j].
 FC_AVX2 void pack_b_colmajor_f32(int64_t kc, const float* b, int64_t ld, float* out) {
