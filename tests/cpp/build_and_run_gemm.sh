@@ -14,4 +14,8 @@ mkdir -p "$(dirname "$OUT")"
 g++ -std=c++20 -O2 -fopenmp -Wall -Wextra -I "$ROOT/csrc" $TORCH_INCLUDES \
   "$ROOT/tests/cpp/test_gemm.cpp" "$ROOT"/csrc/cpu/gemm/*.cpp \
   -L"$TORCH_LIB" -lc10 -ltorch_cpu -Wl,-rpath,"$TORCH_LIB" -o "$OUT"
+# The environment override, checked in a fresh process because the choice is made once.
+FASTCONV_GEMM_KERNEL=portable "$OUT" --dispatch-only
 "$OUT"
+# The environment override, checked in a fresh process because the choice is made once.
+FASTCONV_GEMM_KERNEL=portable "$OUT" --dispatch-only

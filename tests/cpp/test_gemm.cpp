@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <random>
@@ -160,12 +161,42 @@ template <typename T> void determinism(const char* kernel) {
   }
 }
 
+// Called from inside an outer parallel region the GEMM must run serially on each caller's
+// thread and still give the same bits as a top-level call.
+template <typename T> void nested_parallel(const char* kernel) {
+  const int64_t M = 100, N = 300, K = 200;
+  auto A = random_vec<T>(M * K), B = random_vec<T>(K * N);
+  std::vector<T> ref(M * N);
+  fastconv::cpu::gemm<T>(M, N, K, A.data(), K, 1, B.data(), N, 1, ref.data(), N, 1, false);
+  std::vector<std::vector<T>> out(4, std::vector<T>(M * N));
+  at::parallel_for(0, 4, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t)
+      fastconv::cpu::gemm<T>(M, N, K, A.data(), K, 1, B.data(), N, 1, out[t].data(), N, 1, false);
+  });
+  bool same = true;
+  for (const auto& o : out)
+    same = same && std::memcmp(o.data(), ref.data(), ref.size() * sizeof(T)) == 0;
+  CHECK(same, "%s %s nested in at::parallel_for", kernel, sizeof(T) == 4 ? "float" : "double");
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   namespace gd = fastconv::cpu::gemm_detail;
-  std::printf("dispatcher default: %s, threads: %d\n", fastconv::cpu::gemm_kernel_name(),
+  const std::string default_kernel = fastconv::cpu::gemm_kernel_name();
+  std::printf("dispatcher default: %s, threads: %d\n", default_kernel.c_str(),
               at::get_num_threads());
+  // The environment override must reach the automatic choice.
+  const char* env = std::getenv("FASTCONV_GEMM_KERNEL");
+  if (env != nullptr && std::string(env) == "portable")
+    CHECK(default_kernel == "portable", "FASTCONV_GEMM_KERNEL=portable ignored");
+  if (argc > 1 && std::string(argv[1]) == "--dispatch-only") {
+    // Quick pass with whatever the dispatcher picked by itself.
+    for (Layout l : {Layout::RowMajor, Layout::ColMajor})
+      run_case<float>({37, 45, 300, l, l, l, false}, default_kernel.c_str());
+    std::printf("%d passed, %d failed\n", g_passed, g_failed);
+    return g_failed == 0 ? 0 : 1;
+  }
   for (int which : {1, 2}) {
     gd::set_kernel_override(which);
     const std::string kernel = fastconv::cpu::gemm_kernel_name();
@@ -178,6 +209,8 @@ int main() {
     run_all<double>(kernel.c_str());
     determinism<float>(kernel.c_str());
     determinism<double>(kernel.c_str());
+    nested_parallel<float>(kernel.c_str());
+    nested_parallel<double>(kernel.c_str());
   }
   gd::set_kernel_override(0);
   std::printf("%d passed, %d failed\n", g_passed, g_failed);
