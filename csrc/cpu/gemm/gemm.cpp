@@ -44,20 +44,22 @@ bool env_forces_portable() {
 
 std::atomic<int> g_override{0};
 
+// AVX2 code exists in this build and the CPU can run it.
+bool avx2_usable() {
+  static const bool usable = avx2_kernels<float>().kernel != nullptr && cpu_has_avx2_fma();
+  return usable;
+}
+
 bool use_avx2() {
   switch (g_override.load(std::memory_order_relaxed)) {
     case 1: return false;
-    case 2: return cpu_has_avx2_fma();
-    default: return cpu_has_avx2_fma() && !env_forces_portable();
+    case 2: return avx2_usable();
+    default: return avx2_usable() && !env_forces_portable();
   }
 }
 
 template <typename T> KernelSet<T> select_kernels() {
-  if (use_avx2()) {
-    const KernelSet<T> set = avx2_kernels<T>();
-    if (set.kernel != nullptr) return set;
-  }
-  return portable_kernels<T>();
+  return use_avx2() ? avx2_kernels<T>() : portable_kernels<T>();
 }
 
 // Per-thread packing scratch, 64-byte aligned (cache line; also satisfies the aligned AVX loads).

@@ -4,7 +4,9 @@
 // compiled for the baseline target and could not be inlined into an AVX2 function anyway.
 #include "gemm_internal.h"
 
-#if defined(__x86_64__) || defined(__i386__)
+// FASTCONV_GEMM_NO_AVX2 builds the non-x86 variant anywhere (to test that it compiles and
+// falls back cleanly).
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(FASTCONV_GEMM_NO_AVX2)
 #include <immintrin.h>
 
 #define FC_AVX2 __attribute__((target("avx2,fma")))
