@@ -15,7 +15,8 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 def cuda_toolkit_root():
     """The real toolkit root (with bin/nvcc and lib64/libcudart.so): the nvcc on PATH may be a wrapper
-    script, so ask nvcc itself where it lives (its --dryrun prints TOP=<root>/bin/..)."""
+    script, so ask nvcc itself where it lives (a --dryrun compile prints TOP=<root>/bin/..; a
+    --dryrun --version prints nothing of the kind)."""
     for var in ("CUDA_HOME", "CUDA_PATH"):
         if os.environ.get(var) and os.path.exists(os.path.join(os.environ[var], "bin", "nvcc")):
             return os.environ[var]
@@ -23,7 +24,8 @@ def cuda_toolkit_root():
     if nvcc is None:
         return None
     try:
-        out = subprocess.run([nvcc, "--dryrun", "--version"], capture_output=True, text=True, timeout=60)
+        out = subprocess.run([nvcc, "--dryrun", "-x", "cu", "-c", os.devnull, "-o", os.devnull],
+                             capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
         return None
     match = re.search(r"^#\$ TOP=(.+)$", out.stdout + out.stderr, re.MULTILINE)
