@@ -30,7 +30,7 @@ def cuda_toolkit_root():
         return None
     match = re.search(r"^#\$ TOP=(.+)$", out.stdout + out.stderr, re.MULTILINE)
     if match:
-        return os.path.realpath(os.path.join(match.group(1).strip(), ".."))
+        return os.path.realpath(match.group(1).strip())  # TOP is already <root>/bin/..
     return os.path.realpath(os.path.join(os.path.dirname(os.path.realpath(nvcc)), ".."))
 
 
