@@ -1,0 +1,182 @@
+// Direct convolution forward on the GPU: y[n,k,p,q] = bias[k] + sum_{c,r,s} x[n, g*Cg+c, h, w] * W[k,c,r,s].
+//
+// Build: nvcc through csrc/cuda/conv2d_cuda.cu; g++ through csrc/emulator/conv2d_emulated.cpp (SIMT emulator).
+// Test:  pytest tests/test_cuda_conv2d.py (algorithm="direct").
+//
+// Kernel versions:
+//   conv2d_fprop_naive_kernel v1: one thread per output, every operand read from global memory -> correct
+//     for every shape; the fallback when a tile of v2 does not fit in shared memory.
+//   conv2d_fprop_tiled_kernel v2: a block computes an 8x16 output tile for KT output channels; per chunk of CT
+//     input channels it stages the input tile with its halo (zeros for padding) and the KT x CT x R x S filter
+//     tile in shared memory, then each thread accumulates KT outputs in registers -> each input element is read
+//     from global memory once per block instead of R*S*KT times, each filter value once per block.
+#pragma once
+
+#include "conv2d_common.cuh"
+
+namespace fastconv::kernels {
+inline namespace FASTCONV_KERNEL_NS {
+
+inline constexpr int kDirectTileQ = 16;  // threadIdx.x
+inline constexpr int kDirectTileP = 8;   // threadIdx.y
+inline constexpr int kDirectThreads = kDirectTileQ * kDirectTileP;
+
+template <typename scalar_t>
+__global__ void __launch_bounds__(256)
+    conv2d_fprop_naive_kernel(Conv2dProblem p, const scalar_t* x, Strides4 xs, const scalar_t* wt, Strides4 ws,
+                              const scalar_t* bias, scalar_t* y, Strides4 ys) {
+  using acc = acc_t<scalar_t>;
+  const int64_t total = p.output_numel();
+  const int64_t Cg = p.C_per_group(), Kg = p.K_per_group();
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    int64_t t = i;
+    const int64_t q = t % p.Q; t /= p.Q;
+    const int64_t out_h = t % p.P; t /= p.P;
+    const int64_t k = t % p.K;
+    const int64_t n = t / p.K;
+    const int64_t g = k / Kg;
+    acc sum = bias != nullptr ? static_cast<acc>(bias[k]) : acc(0);
+    for (int64_t c = 0; c < Cg; ++c)
+      for (int64_t r = 0; r < p.R; ++r) {
+        const int64_t h = out_h * p.stride_h - p.pad_h + r * p.dilation_h;
+        if (h < 0 || h >= p.H) continue;
+        for (int64_t s = 0; s < p.S; ++s) {
+          const int64_t w = q * p.stride_w - p.pad_w + s * p.dilation_w;
+          if (w < 0 || w >= p.W) continue;
+          sum += static_cast<acc>(x[n * xs.n + (g * Cg + c) * xs.c + h * xs.h + w * xs.w]) *
+                 static_cast<acc>(wt[k * ws.n + c * ws.c + r * ws.h + s * ws.w]);
+        }
+      }
+    y[n * ys.n + k * ys.c + out_h * ys.h + q * ys.w] = static_cast<scalar_t>(sum);
+  }
+}
+
+// Shared-memory footprint of v2, in accumulation-type elements: CT input tiles with halo + the filter tile.
+struct DirectTile {
+  int64_t in_h, in_w;  // input tile with halo
+  int64_t ct;          // input channels staged per step
+  FASTCONV_HD int64_t smem_elements(int64_t kt, const Conv2dProblem& p) const {
+    return ct * in_h * in_w + kt * ct * p.R * p.S;
+  }
+};
+
+// grid: x = n * tiles_p * tiles_q + tile, y = g * k_tiles + k_tile. block: 16 x 8.
+template <typename scalar_t, int KT>
+__global__ void __launch_bounds__(kDirectThreads)
+    conv2d_fprop_tiled_kernel(Conv2dProblem p, DirectTile tile, int64_t tiles_p, int64_t tiles_q, int64_t k_tiles,
+                              const scalar_t* x, Strides4 xs, const scalar_t* wt, Strides4 ws, const scalar_t* bias,
+                              scalar_t* y, Strides4 ys) {
+  using acc = acc_t<scalar_t>;
+  FASTCONV_DYNAMIC_SMEM(acc, smem);
+  const int64_t RS = p.R * p.S;
+  const int64_t in_plane = tile.in_h * tile.in_w;
+  acc* in_s = smem;                       // [ct][in_h][in_w]
+  acc* w_s = smem + tile.ct * in_plane;   // [KT][ct][R*S]
+
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const int tid = ty * kDirectTileQ + tx;
+  int64_t bx = blockIdx.x;
+  const int64_t tile_q = bx % tiles_q; bx /= tiles_q;
+  const int64_t tile_p = bx % tiles_p;
+  const int64_t n = bx / tiles_p;
+  const int64_t g = blockIdx.y / k_tiles;
+  const int64_t k0 = (blockIdx.y % k_tiles) * KT;  // within the group
+  const int64_t Cg = p.C_per_group(), Kg = p.K_per_group();
+  const int64_t p0 = tile_p * kDirectTileP, q0 = tile_q * kDirectTileQ;
+  const int64_t h0 = p0 * p.stride_h - p.pad_h, w0 = q0 * p.stride_w - p.pad_w;
+  const scalar_t* x_n = x + n * xs.n + g * Cg * xs.c;
+  const scalar_t* w_g = wt + g * Kg * ws.n;
+
+  acc sum[KT];
+  FASTCONV_UNROLL
+  for (int kk = 0; kk < KT; ++kk) sum[kk] = acc(0);
+
+  for (int64_t c0 = 0; c0 < Cg; c0 += tile.ct) {
+    // Stage the input tiles (halo included, zeros outside the image or past the last channel).
+    for (int64_t i = tid; i < tile.ct * in_plane; i += kDirectThreads) {
+      const int64_t cl = i / in_plane, hw = i % in_plane;
+      const int64_t h = h0 + hw / tile.in_w, w = w0 + hw % tile.in_w;
+      const int64_t c = c0 + cl;
+      in_s[i] = (c < Cg && h >= 0 && h < p.H && w >= 0 && w < p.W)
+                    ? static_cast<acc>(x_n[c * xs.c + h * xs.h + w * xs.w])
+                    : acc(0);
+    }
+    // Stage the filter tile.
+    for (int64_t i = tid; i < KT * tile.ct * RS; i += kDirectThreads) {
+      const int64_t kk = i / (tile.ct * RS), rem = i % (tile.ct * RS);
+      const int64_t cl = rem / RS, rs = rem % RS;
+      const int64_t k = k0 + kk, c = c0 + cl;
+      w_s[i] = (k < Kg && c < Cg) ? static_cast<acc>(w_g[k * ws.n + c * ws.c + (rs / p.S) * ws.h + (rs % p.S) * ws.w])
+                                  : acc(0);
+    }
+    __syncthreads();  // tiles complete before use
+
+    for (int64_t cl = 0; cl < tile.ct; ++cl) {
+      const acc* in_c = in_s + cl * in_plane;
+      for (int64_t r = 0; r < p.R; ++r) {
+        const acc* in_row = in_c + (ty * p.stride_h + r * p.dilation_h) * tile.in_w + tx * p.stride_w;
+        for (int64_t s = 0; s < p.S; ++s) {
+          const acc v = in_row[s * p.dilation_w];
+          const acc* w_rs = w_s + cl * RS + r * p.S + s;
+          FASTCONV_UNROLL
+          for (int kk = 0; kk < KT; ++kk) sum[kk] += v * w_rs[kk * tile.ct * RS];
+        }
+      }
+    }
+    __syncthreads();  // done reading before the next chunk overwrites the tiles
+  }
+
+  const int64_t out_h = p0 + ty, out_w = q0 + tx;
+  if (out_h >= p.P || out_w >= p.Q) return;
+  scalar_t* y_pos = y + n * ys.n + out_h * ys.h + out_w * ys.w;
+  FASTCONV_UNROLL
+  for (int kk = 0; kk < KT; ++kk) {
+    const int64_t k = g * Kg + k0 + kk;
+    if (k0 + kk >= Kg) break;
+    const acc b = bias != nullptr ? static_cast<acc>(bias[k]) : acc(0);
+    y_pos[k * ys.c] = static_cast<scalar_t>(sum[kk] + b);
+  }
+}
+
+inline constexpr int64_t kDirectSmemBudgetBytes = 48 * 1024;
+
+template <typename scalar_t>
+void launch_conv2d_fprop_direct(const Conv2dProblem& p, const scalar_t* x, Strides4 xs, const scalar_t* wt,
+                                Strides4 ws, const scalar_t* bias, scalar_t* y, Strides4 ys, Stream stream) {
+  using acc = acc_t<scalar_t>;
+  const int64_t Kg = p.K_per_group();
+  const int64_t kt = Kg >= 8 ? 8 : 1;  // depthwise-like groups would waste 7 of 8 channel slots
+  DirectTile tile{(kDirectTileP - 1) * p.stride_h + (p.R - 1) * p.dilation_h + 1,
+                  (kDirectTileQ - 1) * p.stride_w + (p.S - 1) * p.dilation_w + 1, 1};
+  for (int64_t ct : {8, 4, 2}) {
+    if (ct <= p.C_per_group() &&
+        DirectTile{tile.in_h, tile.in_w, ct}.smem_elements(kt, p) * int64_t(sizeof(acc)) <= kDirectSmemBudgetBytes) {
+      tile.ct = ct;
+      break;
+    }
+  }
+  const int64_t tiles_p = ceil_div<int64_t>(p.P, kDirectTileP), tiles_q = ceil_div<int64_t>(p.Q, kDirectTileQ);
+  const int64_t k_tiles = ceil_div<int64_t>(Kg, kt);
+  const int64_t grid_x = p.N * tiles_p * tiles_q, grid_y = p.groups * k_tiles;
+  const int64_t smem_bytes = tile.smem_elements(kt, p) * int64_t(sizeof(acc));
+  if (smem_bytes > kDirectSmemBudgetBytes || grid_x > 0x7fffffff || grid_y > 65535) {
+    const int64_t total = p.output_numel();
+    launch_kernel(conv2d_fprop_naive_kernel<scalar_t>, dim3(static_cast<unsigned>(
+                      std::min<int64_t>(ceil_div<int64_t>(total, 256), 65536))), dim3(256), 0, stream,
+                  p, x, xs, wt, ws, bias, y, ys);
+    return;
+  }
+  const dim3 grid(static_cast<unsigned>(grid_x), static_cast<unsigned>(grid_y));
+  const dim3 block(kDirectTileQ, kDirectTileP);
+  if (kt == 8) {
+    launch_kernel(conv2d_fprop_tiled_kernel<scalar_t, 8>, grid, block, static_cast<std::size_t>(smem_bytes), stream,
+                  p, tile, tiles_p, tiles_q, k_tiles, x, xs, wt, ws, bias, y, ys);
+  } else {
+    launch_kernel(conv2d_fprop_tiled_kernel<scalar_t, 1>, grid, block, static_cast<std::size_t>(smem_bytes), stream,
+                  p, tile, tiles_p, tiles_q, k_tiles, x, xs, wt, ws, bias, y, ys);
+  }
+}
+
+}  // namespace FASTCONV_KERNEL_NS
+}  // namespace fastconv::kernels

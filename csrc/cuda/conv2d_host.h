@@ -1,0 +1,296 @@
+// The host side of fastconv's GPU conv2d, written once for two backends: the CUDA registration
+// (csrc/cuda/conv2d_cuda.cu, nvcc, device pointers, the current CUDA stream) and the emulated registration
+// (csrc/emulator/conv2d_emulated.cpp, g++, CPU tensors, the SIMT emulator). Checks, allocation, dtype
+// dispatch, empty-tensor early returns, workspace and the sequence of launches live here; devices and
+// streams are the caller's business.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+
+#include "../ops_common.h"
+#include "conv2d_backward.cuh"
+#include "conv2d_direct.cuh"
+#include "im2col.cuh"
+#include "sgemm.cuh"
+
+namespace fastconv::kernels {
+inline namespace FASTCONV_KERNEL_NS {
+
+inline Strides4 strides4(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
+
+// The stride of the combined spatial index p * Q + q of a 4-D tensor, or -1 when P and Q do not collapse.
+inline int64_t pq_stride(const at::Tensor& t) {
+  if (t.size(3) == 1) return t.stride(2);
+  if (t.size(2) == 1) return t.stride(3);
+  return t.stride(2) == t.size(3) * t.stride(3) ? t.stride(3) : -1;
+}
+
+// A tensor whose spatial dimensions collapse: itself when they do (no copy), else a copy in its layout.
+inline at::Tensor pq_collapsible(const at::Tensor& t) {
+  return pq_stride(t) >= 0 ? t : t.contiguous(t.suggest_memory_format());
+}
+
+// auto: as on the CPU, im2col+GEMM whenever there is a GEMM worth the name, direct for depthwise-like groups.
+inline Conv2dAlgorithm choose_conv2d_algorithm(const Conv2dProblem& p, c10::string_view requested) {
+  const Conv2dAlgorithm algorithm = parse_conv2d_algorithm(requested);
+  if (algorithm != Conv2dAlgorithm::Auto) return algorithm;
+  if (p.K_per_group() < 4 || p.gemm_k() < 4) return Conv2dAlgorithm::Direct;
+  return Conv2dAlgorithm::Im2col;
+}
+
+// A 1x1, stride-1, unpadded convolution needs no im2col: the input already is the column matrix.
+inline bool is_pointwise(const Conv2dProblem& p) {
+  return p.R == 1 && p.S == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0 &&
+         p.P == p.H && p.Q == p.W;
+}
+
+// Images per im2col chunk: the column workspace stays under 2^26 elements and the GEMM batch under 65535.
+inline int64_t images_per_chunk(const Conv2dProblem& p) {
+  const int64_t per_image = std::max<int64_t>(1, p.C * p.R * p.S * p.P * p.Q);
+  int64_t nb = std::max<int64_t>(1, (int64_t(1) << 26) / per_image);
+  nb = std::min<int64_t>(nb, std::max<int64_t>(1, 65535 / p.groups));
+  return std::min<int64_t>(nb, std::max<int64_t>(p.N, 1));
+}
+
+template <typename scalar_t>
+at::ScalarType acc_scalar_type() {
+  return c10::CppTypeToScalarType<acc_t<scalar_t>>::value;
+}
+
+// ------------------------------------------------------------------------------------------------ fprop
+template <typename scalar_t>
+void fprop_im2col(Stream stream, const Conv2dProblem& p, const at::Tensor& input, const at::Tensor& weight,
+                  const scalar_t* bias, at::Tensor& output, bool use_blas) {
+  const int64_t G = p.groups, Kg = p.K_per_group(), CRS = p.gemm_k(), PQ = p.P * p.Q;
+  const at::Tensor wm = weight.contiguous();  // [K, Cg*R*S]
+  const scalar_t* x = input.const_data_ptr<scalar_t>();
+  scalar_t* y = output.mutable_data_ptr<scalar_t>();
+  const Strides4 xs = strides4(input), ys = strides4(output);
+  const int64_t y_pq = pq_stride(output);
+  TORCH_INTERNAL_ASSERT(y_pq >= 0, "conv2d: the output's spatial dimensions must collapse");
+  const bool pointwise = is_pointwise(p) && pq_stride(input) >= 0 && !use_blas;
+  const int64_t nb = images_per_chunk(p);
+  at::Tensor col;
+  if (!pointwise) col = at::empty({nb, G, CRS, PQ}, input.options());
+  for (int64_t n0 = 0; n0 < p.N; n0 += nb) {
+    const int64_t cnt = std::min(nb, p.N - n0);
+    const scalar_t* B = nullptr;
+    GemmArgs g{};
+    g.M = Kg; g.N = PQ; g.K = CRS;
+    g.rs_a = CRS; g.cs_a = 1; g.a_b1 = 0; g.a_b2 = Kg * CRS;
+    g.rs_c = ys.c; g.cs_c = y_pq; g.c_b1 = ys.n; g.c_b2 = Kg * ys.c;
+    g.batch2 = G; g.bias_b2 = Kg; g.accumulate = false;
+    if (pointwise) {
+      B = x + n0 * xs.n;
+      g.rs_b = xs.c; g.cs_b = pq_stride(input); g.b_b1 = xs.n; g.b_b2 = p.C_per_group() * xs.c;
+    } else {
+      launch_im2col<scalar_t>(p, cnt, x + n0 * xs.n, xs, col.mutable_data_ptr<scalar_t>(), stream);
+      B = col.const_data_ptr<scalar_t>();
+      g.rs_b = PQ; g.cs_b = 1; g.b_b1 = G * CRS * PQ; g.b_b2 = CRS * PQ;
+    }
+    if (use_blas) {  // the comparison point: the same columns multiplied by at::matmul (cuBLAS on a GPU)
+      at::Tensor out = at::matmul(wm.reshape({1, G, Kg, CRS}), col.narrow(0, 0, cnt)).reshape({cnt, p.K, p.P, p.Q});
+      output.narrow(0, n0, cnt).copy_(out);
+      continue;
+    }
+    launch_gemm<scalar_t, scalar_t>(g, cnt * G, wm.const_data_ptr<scalar_t>(), B, bias, y + n0 * ys.n, stream);
+  }
+}
+
+template <typename scalar_t>
+at::Tensor conv2d_fprop_typed(Stream stream, const Conv2dProblem& p, Conv2dAlgorithm algorithm,
+                              const at::Tensor& input, const at::Tensor& weight, const at::Tensor& bias,
+                              at::Tensor& output) {
+  const scalar_t* b = bias.defined() ? bias.const_data_ptr<scalar_t>() : nullptr;
+  if (algorithm == Conv2dAlgorithm::Direct) {
+    launch_conv2d_fprop_direct<scalar_t>(p, input.const_data_ptr<scalar_t>(), strides4(input),
+                                         weight.const_data_ptr<scalar_t>(), strides4(weight), b,
+                                         output.mutable_data_ptr<scalar_t>(), strides4(output), stream);
+  } else {
+    const bool use_blas = algorithm == Conv2dAlgorithm::Im2colBlas;
+    fprop_im2col<scalar_t>(stream, p, input, weight, b, output, use_blas);
+    if (use_blas && bias.defined()) output.add_(bias.view({1, p.K, 1, 1}));  // fastconv's GEMM adds it in place
+  }
+  return output;
+}
+
+inline at::Tensor conv2d_fprop_host(Stream stream, const at::Tensor& input, const at::Tensor& weight,
+                                    const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
+                                    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                                    c10::string_view algorithm) {
+  check_conv2d_tensors("conv2d", input, "input", weight, "weight");
+  const Conv2dProblem p = make_conv2d_problem(input.sizes(), weight.sizes(), stride, padding, dilation, groups);
+  at::Tensor bias_tensor = bias.has_value() ? *bias : at::Tensor();
+  if (bias_tensor.defined()) {
+    check_conv2d_bias(p, input, bias_tensor);
+    bias_tensor = bias_tensor.contiguous();
+  }
+  const Conv2dAlgorithm chosen = choose_conv2d_algorithm(p, algorithm);
+  at::Tensor output =
+      new_output({p.N, p.K, p.P, p.Q}, input.options(), conv2d_output_memory_format(input, weight));
+  if (output.numel() == 0) return output;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), "fastconv_conv2d_fprop", [&] {
+    conv2d_fprop_typed<scalar_t>(stream, p, chosen, input, weight, bias_tensor, output);
+  });
+  return output;
+}
+
+// ------------------------------------------------------------------------------------------------ dgrad
+template <typename scalar_t>
+void dgrad_im2col(Stream stream, const Conv2dProblem& p, const at::Tensor& dy_in, const at::Tensor& weight,
+                  at::Tensor& grad_input, bool use_blas) {
+  using acc = acc_t<scalar_t>;
+  const int64_t G = p.groups, Kg = p.K_per_group(), CRS = p.gemm_k(), PQ = p.P * p.Q;
+  const at::Tensor dy = pq_collapsible(dy_in);
+  const at::Tensor wm = weight.contiguous();  // [K, Cg*R*S]; W^T is read with swapped strides
+  const Strides4 dys = strides4(dy), dxs = strides4(grad_input);
+  scalar_t* dx = grad_input.mutable_data_ptr<scalar_t>();
+  const int64_t dx_pq = pq_stride(grad_input);
+  const bool pointwise = is_pointwise(p) && dx_pq >= 0 && !use_blas;
+  const int64_t nb = images_per_chunk(p);
+  at::Tensor dcol;
+  if (!pointwise) dcol = at::empty({nb, G, CRS, PQ}, dy.options().dtype(acc_scalar_type<scalar_t>()));
+  for (int64_t n0 = 0; n0 < p.N; n0 += nb) {
+    const int64_t cnt = std::min(nb, p.N - n0);
+    if (use_blas) {
+      const at::Tensor dyc = dy.narrow(0, n0, cnt).reshape({cnt, G, Kg, PQ});
+      dcol.narrow(0, 0, cnt).copy_(at::matmul(wm.reshape({1, G, Kg, CRS}).transpose(-1, -2), dyc));
+      launch_col2im<scalar_t>(p, cnt, dcol.const_data_ptr<acc>(), dx + n0 * dxs.n, dxs, stream);
+      continue;
+    }
+    GemmArgs g{};
+    g.M = CRS; g.N = PQ; g.K = Kg;
+    g.rs_a = 1; g.cs_a = CRS; g.a_b1 = 0; g.a_b2 = Kg * CRS;
+    g.rs_b = dys.c; g.cs_b = pq_stride(dy); g.b_b1 = dys.n; g.b_b2 = Kg * dys.c;
+    g.batch2 = G; g.bias_b2 = 0; g.accumulate = false;
+    const scalar_t* B = dy.const_data_ptr<scalar_t>() + n0 * dys.n;
+    if (pointwise) {  // the column gradient is the input gradient itself
+      g.rs_c = dxs.c; g.cs_c = dx_pq; g.c_b1 = dxs.n; g.c_b2 = p.C_per_group() * dxs.c;
+      launch_gemm<scalar_t, scalar_t>(g, cnt * G, wm.const_data_ptr<scalar_t>(), B, nullptr, dx + n0 * dxs.n,
+                                      stream);
+    } else {
+      g.rs_c = PQ; g.cs_c = 1; g.c_b1 = G * CRS * PQ; g.c_b2 = CRS * PQ;
+      launch_gemm<scalar_t, acc>(g, cnt * G, wm.const_data_ptr<scalar_t>(), B, nullptr, dcol.mutable_data_ptr<acc>(),
+                                 stream);
+      launch_col2im<scalar_t>(p, cnt, dcol.const_data_ptr<acc>(), dx + n0 * dxs.n, dxs, stream);
+    }
+  }
+}
+
+inline at::Tensor conv2d_dgrad_host(Stream stream, const at::Tensor& grad_output, const at::Tensor& weight,
+                                    c10::SymIntArrayRef input_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                                    at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm) {
+  check_conv2d_tensors("conv2d backward", grad_output, "grad_output", weight, "weight");
+  const Conv2dProblem p = make_conv2d_problem(C10_AS_INTARRAYREF_SLOW(input_size), weight.sizes(), stride,
+                                              padding, dilation, groups);
+  check_conv2d_grad_output(p, grad_output);
+  const Conv2dAlgorithm chosen = choose_conv2d_algorithm(p, algorithm);
+  at::Tensor grad_input = new_output({p.N, p.C, p.H, p.W}, grad_output.options(),
+                                     conv2d_output_memory_format(grad_output, weight));
+  if (grad_input.numel() == 0) return grad_input;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "fastconv_conv2d_dgrad", [&] {
+    if (chosen == Conv2dAlgorithm::Direct) {
+      launch_conv2d_dgrad_direct<scalar_t>(p, grad_output.const_data_ptr<scalar_t>(), strides4(grad_output),
+                                           weight.const_data_ptr<scalar_t>(), strides4(weight),
+                                           grad_input.mutable_data_ptr<scalar_t>(), strides4(grad_input), stream);
+    } else {
+      dgrad_im2col<scalar_t>(stream, p, grad_output, weight, grad_input, chosen == Conv2dAlgorithm::Im2colBlas);
+    }
+  });
+  return grad_input;
+}
+
+// ------------------------------------------------------------------------------------------------ wgrad
+// dW[g] = sum over images, in order, of dy[n, g] (Kg x PQ) . col[n, g]^T (PQ x CgRS); accumulated in the
+// accumulation type (a float workspace for half/bfloat16), so no atomics and one fixed order.
+template <typename scalar_t>
+void wgrad_im2col(Stream stream, const Conv2dProblem& p, const at::Tensor& dy_in, const at::Tensor& input,
+                  at::Tensor& grad_weight, bool use_blas) {
+  using acc = acc_t<scalar_t>;
+  const int64_t G = p.groups, Kg = p.K_per_group(), CRS = p.gemm_k(), PQ = p.P * p.Q;
+  const at::Tensor dy = pq_collapsible(dy_in);
+  const Strides4 dys = strides4(dy), xs = strides4(input);
+  const bool same_type = std::is_same_v<acc, scalar_t>;
+  at::Tensor dw_acc = same_type ? grad_weight : at::empty({p.K, CRS}, dy.options().dtype(acc_scalar_type<scalar_t>()));
+  if (p.N == 0) {
+    grad_weight.zero_();
+    return;
+  }
+  const bool pointwise = is_pointwise(p) && pq_stride(input) >= 0 && !use_blas;
+  const int64_t nb = use_blas ? images_per_chunk(p) : 1;
+  at::Tensor col;
+  if (!pointwise) col = at::empty({nb, G, CRS, PQ}, input.options());
+  const scalar_t* x = input.const_data_ptr<scalar_t>();
+  for (int64_t n0 = 0; n0 < p.N; n0 += nb) {
+    const int64_t cnt = std::min(nb, p.N - n0);
+    if (!pointwise) launch_im2col<scalar_t>(p, cnt, x + n0 * xs.n, xs, col.mutable_data_ptr<scalar_t>(), stream);
+    if (use_blas) {
+      const at::Tensor dyc = dy.narrow(0, n0, cnt).reshape({cnt, G, Kg, PQ});
+      const at::Tensor part = at::matmul(dyc, col.narrow(0, 0, cnt).transpose(-1, -2)).sum(0).reshape({p.K, CRS});
+      if (n0 == 0) {
+        dw_acc.view({p.K, CRS}).copy_(part);
+      } else {
+        dw_acc.view({p.K, CRS}).add_(part.to(dw_acc.scalar_type()));
+      }
+      continue;
+    }
+    GemmArgs g{};
+    g.M = Kg; g.N = CRS; g.K = PQ;
+    g.rs_a = dys.c; g.cs_a = pq_stride(dy); g.a_b1 = 0; g.a_b2 = Kg * dys.c;
+    g.rs_c = CRS; g.cs_c = 1; g.c_b1 = 0; g.c_b2 = Kg * CRS;
+    g.batch2 = G; g.bias_b2 = 0; g.accumulate = n0 > 0;
+    const scalar_t* B = nullptr;
+    if (pointwise) {
+      B = x + n0 * xs.n;
+      g.rs_b = pq_stride(input); g.cs_b = xs.c; g.b_b1 = 0; g.b_b2 = p.C_per_group() * xs.c;
+    } else {
+      B = col.const_data_ptr<scalar_t>();
+      g.rs_b = 1; g.cs_b = PQ; g.b_b1 = 0; g.b_b2 = CRS * PQ;
+    }
+    launch_gemm<scalar_t, acc>(g, G, dy.const_data_ptr<scalar_t>() + n0 * dys.n, B, nullptr,
+                               dw_acc.mutable_data_ptr<acc>(), stream);
+  }
+  if (!same_type) grad_weight.view({p.K, CRS}).copy_(dw_acc);
+}
+
+inline at::Tensor conv2d_wgrad_host(Stream stream, const at::Tensor& grad_output, const at::Tensor& input,
+                                    c10::SymIntArrayRef weight_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                                    at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm) {
+  check_conv2d_tensors("conv2d backward", grad_output, "grad_output", input, "input");
+  const Conv2dProblem p = make_conv2d_problem(input.sizes(), C10_AS_INTARRAYREF_SLOW(weight_size), stride,
+                                              padding, dilation, groups);
+  check_conv2d_grad_output(p, grad_output);
+  const Conv2dAlgorithm chosen = choose_conv2d_algorithm(p, algorithm);
+  at::Tensor grad_weight = new_output({p.K, p.C_per_group(), p.R, p.S}, grad_output.options());
+  if (grad_weight.numel() == 0) return grad_weight;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "fastconv_conv2d_wgrad", [&] {
+    if (chosen == Conv2dAlgorithm::Direct) {
+      launch_conv2d_wgrad_direct<scalar_t>(p, grad_output.const_data_ptr<scalar_t>(), strides4(grad_output),
+                                           input.const_data_ptr<scalar_t>(), strides4(input),
+                                           grad_weight.mutable_data_ptr<scalar_t>(), stream);
+    } else {
+      wgrad_im2col<scalar_t>(stream, p, grad_output, input, grad_weight, chosen == Conv2dAlgorithm::Im2colBlas);
+    }
+  });
+  const at::MemoryFormat format = conv2d_output_memory_format(input, grad_output);
+  return format == at::MemoryFormat::Contiguous ? grad_weight : grad_weight.contiguous(format);
+}
+
+// ------------------------------------------------------------------------------------------------ bgrad
+inline at::Tensor conv2d_bgrad_host(Stream stream, const at::Tensor& grad_output) {
+  TORCH_CHECK(grad_output.dim() == 4, "conv2d backward: expected a 4-D grad_output, but got ", grad_output.sizes());
+  TORCH_CHECK(at::isFloatingType(grad_output.scalar_type()),
+              "conv2d backward: expected a floating point grad_output, but got ", grad_output.scalar_type());
+  const int64_t N = grad_output.size(0), K = grad_output.size(1), P = grad_output.size(2), Q = grad_output.size(3);
+  at::Tensor grad_bias = new_output({K}, grad_output.options());
+  if (K == 0) return grad_bias;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, grad_output.scalar_type(), "fastconv_conv2d_bgrad", [&] {
+    launch_conv2d_bgrad<scalar_t>(N, K, P, Q, grad_output.const_data_ptr<scalar_t>(), strides4(grad_output),
+                                  grad_bias.mutable_data_ptr<scalar_t>(), stream);
+  });
+  return grad_bias;
+}
+
+}  // namespace FASTCONV_KERNEL_NS
+}  // namespace fastconv::kernels
