@@ -179,7 +179,10 @@ def test_all_padding_window(backend):
     # Kernel 2, dilation 4, padding 1: in a 3-wide plane both taps (-1 and 3) are outside. PyTorch gives -inf
     # and an index past the row (aliasing the next row's pixel, or past the plane on the last row); the
     # forward copies that, and the backward sends that window's gradient nowhere (no out-of-bounds access).
-    for shape, kernel, padding, dilation in [((3, 3), 2, 1, 4), ((3, 3), (1, 2), (0, 1), (1, 4))]:
+    # In the last case the made-up index p * 3 + 3 of window (p, 0) names pixel (p + 1, 0), which lies
+    # inside that window's span (between its taps): only the tap check keeps the gradient from going there.
+    for shape, kernel, padding, dilation in [((3, 3), 2, 1, 4), ((3, 3), (1, 2), (0, 1), (1, 4)),
+                                             ((3, 3), (2, 2), (0, 1), (1, 4))]:
         x = torch.randn(1, 2, *shape, dtype=torch.float64)
         y_t, idx_t = F.max_pool2d(x, kernel, 1, padding, dilation, return_indices=True)
         xd = x.to(backend.device).requires_grad_()
