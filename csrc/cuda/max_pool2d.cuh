@@ -1,0 +1,234 @@
+// max_pool2d forward and backward CUDA kernels, NCHW and channels_last (NHWC), written once.
+//
+// How it is built and tested:
+//   * nvcc compiles this header through csrc/cuda/max_pool2d_cuda.cu (setup.py with FASTCONV_CUDA=1, or
+//     only that file with the nvcc line of build/temp*/build.ninja), which registers the kernels as
+//     torch.ops.fastconv.max_pool2d_fprop / _max_pool2d_bprop for CUDA tensors.
+//   * g++ compiles the very same source through csrc/emulator/max_pool2d_emulated.cpp, where the SIMT
+//     emulator (csrc/emulator/simt.h) runs every GPU thread as a CPU fiber; that registers
+//     torch.ops.fastconv_emulated.* for CPU tensors (Python: fastconv.emulation.max_pool2d).
+//   * tests/test_cuda_max_pool2d.py checks values AND indices against torch.nn.functional.max_pool2d and
+//     fastconv/reference.py through the emulator (runs everywhere), and the same tests on a real GPU
+//     (marked needs_cuda, skipped without one), CPU-vs-CUDA included.
+//
+// Semantics are PyTorch's: the running max starts at -inf with the index of the window's first in-bounds
+// tap; a strictly greater value replaces it (ties keep the FIRST maximum); a NaN always replaces it (the
+// LAST NaN in scan order wins). Values are compared in float (double for double). Indices are int64 flat
+// positions h * W + w in the input plane; a dilated window lying wholly in the padding yields -inf and the
+// index PyTorch computes, which may lie outside the plane. The backward is a gather: each input element
+// sums, in a fixed order, the gradients of the windows that really contain it as a tap and whose argmax is
+// it. It never dereferences an index, so it cannot read or write out of bounds, needs no atomics and is
+// bitwise deterministic. A window wholly in the padding has no input taps, so its gradient goes nowhere.
+//
+// Every kernel is templated on index_t: int64_t in general, int32_t only when the host has proven with
+// pool2d_fits_int32 that every offset and every intermediate coordinate fits (the fast path).
+#pragma once
+
+#include <cstdint>
+#include <limits>
+
+#include "../conv2d_problem.h"
+#include "launch.cuh"
+
+// The kernels are templates defined in a header that two compilers see (nvcc for the .cu, g++ for the
+// emulator) and both objects end up in one library; a namespace per compiler keeps the two different
+// bodies of, say, max_pool2d_fprop_nchw_kernel<float, int> from being merged by the linker.
+#ifndef FASTCONV_KERNEL_NAMESPACE
+#if defined(__CUDACC__)
+#define FASTCONV_KERNEL_NAMESPACE cuda_kernels
+#else
+#define FASTCONV_KERNEL_NAMESPACE emulated_kernels
+#endif
+#endif
+
+namespace fastconv::FASTCONV_KERNEL_NAMESPACE {
+
+inline constexpr int kPoolThreadsPerBlock = 256;
+
+// Comparison and accumulation type: float for float, half and bfloat16; double for double.
+template <typename T>
+struct PoolAccumulate {
+  using type = float;
+};
+template <>
+struct PoolAccumulate<double> {
+  using type = double;
+};
+
+template <typename T>
+FASTCONV_HD inline bool pool_is_nan(T v) {
+  return v != v;
+}
+
+// First tap coordinate >= 0 of a window starting at `start` (< 0 in the padding) with this dilation.
+template <typename index_t>
+FASTCONV_HD inline index_t first_in_bounds(index_t start, index_t dilation) {
+  return start < 0 ? start + ((-start + dilation - 1) / dilation) * dilation : start;
+}
+
+// Window range [first, last) of the output positions whose taps can reach input coordinate `x`.
+template <typename index_t>
+FASTCONV_HD inline void windows_covering(index_t x, index_t pad, index_t kernel, index_t stride, index_t dilation,
+                                         index_t out_size, index_t& first, index_t& last) {
+  const index_t span = (kernel - 1) * dilation + 1;
+  first = x + pad < span ? 0 : (x + pad - span) / stride + 1;
+  last = (x + pad) / stride + 1;
+  if (last > out_size) last = out_size;
+}
+
+// Local copies of the problem in index_t, so the 32-bit path does all its arithmetic in 32 bits.
+template <typename index_t>
+struct PoolGeometry {
+  index_t C, H, W, R, S, P, Q, pad_h, pad_w, stride_h, stride_w, dilation_h, dilation_w;
+  FASTCONV_HD explicit PoolGeometry(const Pool2dProblem& p)
+      : C(static_cast<index_t>(p.C)), H(static_cast<index_t>(p.H)), W(static_cast<index_t>(p.W)),
+        R(static_cast<index_t>(p.R)), S(static_cast<index_t>(p.S)), P(static_cast<index_t>(p.P)),
+        Q(static_cast<index_t>(p.Q)), pad_h(static_cast<index_t>(p.pad_h)), pad_w(static_cast<index_t>(p.pad_w)),
+        stride_h(static_cast<index_t>(p.stride_h)), stride_w(static_cast<index_t>(p.stride_w)),
+        dilation_h(static_cast<index_t>(p.dilation_h)), dilation_w(static_cast<index_t>(p.dilation_w)) {}
+};
+
+// The scan of one window, shared by both layouts. `plane` points at element (0, 0) of the input plane and
+// `pixel_stride` is the distance between horizontally adjacent pixels (1 for NCHW, C for channels_last).
+template <typename scalar_t, typename index_t>
+FASTCONV_HD inline void pool_window(const scalar_t* __restrict__ plane, index_t pixel_stride,
+                                    const PoolGeometry<index_t>& g, index_t p, index_t q, scalar_t& out_value,
+                                    int64_t& out_index) {
+  using acc_t = typename PoolAccumulate<scalar_t>::type;
+  const index_t h_start = p * g.stride_h - g.pad_h;
+  const index_t w_start = q * g.stride_w - g.pad_w;
+  const index_t h_end = h_start + (g.R - 1) * g.dilation_h + 1 < g.H ? h_start + (g.R - 1) * g.dilation_h + 1 : g.H;
+  const index_t w_end = w_start + (g.S - 1) * g.dilation_w + 1 < g.W ? w_start + (g.S - 1) * g.dilation_w + 1 : g.W;
+  const index_t h0 = first_in_bounds(h_start, g.dilation_h);
+  const index_t w0 = first_in_bounds(w_start, g.dilation_w);
+  acc_t max_value = -std::numeric_limits<acc_t>::infinity();
+  // In 64 bits: for a window wholly in the padding this lies past the plane (PyTorch's value).
+  int64_t max_index = static_cast<int64_t>(h0) * g.W + w0;
+  for (index_t h = h0; h < h_end; h += g.dilation_h) {
+    for (index_t w = w0; w < w_end; w += g.dilation_w) {
+      const acc_t v = static_cast<acc_t>(plane[(h * g.W + w) * pixel_stride]);
+      if (v > max_value || pool_is_nan(v)) {
+        max_value = v;
+        max_index = static_cast<int64_t>(h) * g.W + w;
+      }
+    }
+  }
+  out_value = static_cast<scalar_t>(max_value);
+  out_index = max_index;
+}
+
+// The gather of one input element (h, w), shared by both layouts: the sum, over windows in (p, q) order, of
+// the gradients of windows that have (h, w) as a real tap and chose it. `grad_plane`/`index_plane` point
+// at output (0, 0) of the plane; `pixel_stride` as in pool_window.
+template <typename scalar_t, typename index_t>
+FASTCONV_HD inline scalar_t unpool_gather(const scalar_t* __restrict__ grad_plane,
+                                          const int64_t* __restrict__ index_plane, index_t pixel_stride,
+                                          const PoolGeometry<index_t>& g, index_t h, index_t w) {
+  using acc_t = typename PoolAccumulate<scalar_t>::type;
+  index_t p_first, p_last, q_first, q_last;
+  windows_covering(h, g.pad_h, g.R, g.stride_h, g.dilation_h, g.P, p_first, p_last);
+  windows_covering(w, g.pad_w, g.S, g.stride_w, g.dilation_w, g.Q, q_first, q_last);
+  const int64_t self = static_cast<int64_t>(h) * g.W + w;
+  acc_t sum = 0;
+  for (index_t p = p_first; p < p_last; ++p) {
+    // With dilation, a window may straddle h without a tap on it; only real taps count, which also keeps
+    // the made-up index of an all-padding window from aliasing a real pixel.
+    if (g.dilation_h > 1 && (h + g.pad_h - p * g.stride_h) % g.dilation_h != 0) continue;
+    for (index_t q = q_first; q < q_last; ++q) {
+      if (g.dilation_w > 1 && (w + g.pad_w - q * g.stride_w) % g.dilation_w != 0) continue;
+      const index_t o = (p * g.Q + q) * pixel_stride;
+      if (index_plane[o] == self) sum += static_cast<acc_t>(grad_plane[o]);
+    }
+  }
+  return static_cast<scalar_t>(sum);
+}
+
+// Forward, NCHW: one thread per output element, consecutive threads take consecutive q, so stores are
+// coalesced and loads nearly so (stride_w apart); a grid-stride loop covers any size with a capped grid.
+template <typename scalar_t, typename index_t>
+__global__ void __launch_bounds__(kPoolThreadsPerBlock)
+    max_pool2d_fprop_nchw_kernel(const scalar_t* __restrict__ input, scalar_t* __restrict__ output,
+                                 int64_t* __restrict__ indices, Pool2dProblem problem, index_t total) {
+  const PoolGeometry<index_t> g(problem);
+  const index_t step = static_cast<index_t>(gridDim.x) * blockDim.x;
+  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
+    const index_t q = i % g.Q;
+    const index_t p = (i / g.Q) % g.P;
+    const index_t nc = i / (g.Q * g.P);
+    pool_window(input + nc * g.H * g.W, index_t(1), g, p, q, output[i], indices[i]);
+  }
+}
+
+// Forward, channels_last: one thread per (n, p, q, c) with c fastest, so a warp reads C-contiguous input
+// pixels and writes contiguous outputs: fully coalesced, where the NCHW mapping would stride by H*W.
+template <typename scalar_t, typename index_t>
+__global__ void __launch_bounds__(kPoolThreadsPerBlock)
+    max_pool2d_fprop_nhwc_kernel(const scalar_t* __restrict__ input, scalar_t* __restrict__ output,
+                                 int64_t* __restrict__ indices, Pool2dProblem problem, index_t total) {
+  const PoolGeometry<index_t> g(problem);
+  const index_t step = static_cast<index_t>(gridDim.x) * blockDim.x;
+  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
+    const index_t c = i % g.C;
+    const index_t pixel = i / g.C;  // (n * P + p) * Q + q
+    const index_t q = pixel % g.Q;
+    const index_t p = (pixel / g.Q) % g.P;
+    const index_t n = pixel / (g.Q * g.P);
+    pool_window(input + n * g.H * g.W * g.C + c, g.C, g, p, q, output[i], indices[i]);
+  }
+}
+
+// Backward, NCHW: one thread per input element gathers from the few windows covering it: no atomics, a
+// fixed summation order (deterministic), coalesced stores over w.
+template <typename scalar_t, typename index_t>
+__global__ void __launch_bounds__(kPoolThreadsPerBlock)
+    max_pool2d_bprop_nchw_kernel(const scalar_t* __restrict__ grad_output, const int64_t* __restrict__ indices,
+                                 scalar_t* __restrict__ grad_input, Pool2dProblem problem, index_t total) {
+  const PoolGeometry<index_t> g(problem);
+  const index_t step = static_cast<index_t>(gridDim.x) * blockDim.x;
+  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
+    const index_t w = i % g.W;
+    const index_t h = (i / g.W) % g.H;
+    const index_t nc = i / (g.W * g.H);
+    const index_t plane = nc * g.P * g.Q;
+    grad_input[i] = unpool_gather(grad_output + plane, indices + plane, index_t(1), g, h, w);
+  }
+}
+
+// Backward, channels_last: the same gather with c fastest, so the grad_output and index reads of a warp are
+// C-contiguous and the stores contiguous.
+template <typename scalar_t, typename index_t>
+__global__ void __launch_bounds__(kPoolThreadsPerBlock)
+    max_pool2d_bprop_nhwc_kernel(const scalar_t* __restrict__ grad_output, const int64_t* __restrict__ indices,
+                                 scalar_t* __restrict__ grad_input, Pool2dProblem problem, index_t total) {
+  const PoolGeometry<index_t> g(problem);
+  const index_t step = static_cast<index_t>(gridDim.x) * blockDim.x;
+  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
+    const index_t c = i % g.C;
+    const index_t pixel = i / g.C;  // (n * H + h) * W + w
+    const index_t w = pixel % g.W;
+    const index_t h = (pixel / g.W) % g.H;
+    const index_t n = pixel / (g.W * g.H);
+    const index_t plane = n * g.P * g.Q * g.C + c;
+    grad_input[i] = unpool_gather(grad_output + plane, indices + plane, g.C, g, h, w);
+  }
+}
+
+// Whether the int32 path is safe: every element offset of input and output, every offset a grid-stride
+// loop reaches before it stops (total + threads in flight), and every window coordinate the kernels form
+// (start, end, first tap, stride multiples) fit in int32. Otherwise the kernels run with int64.
+inline bool pool2d_fits_int32(const Pool2dProblem& p, int64_t threads_in_flight) {
+  constexpr int64_t kMax = std::numeric_limits<int32_t>::max();
+  const int64_t in_numel = p.N * p.C * p.H * p.W;
+  const int64_t out_numel = p.N * p.C * p.P * p.Q;
+  const auto coordinates_fit = [&](int64_t size, int64_t out, int64_t pad, int64_t stride, int64_t kernel,
+                                   int64_t dilation) {
+    // Window starts reach (out - 1) * stride - pad, ends start + (kernel - 1) * dilation + 1, and the
+    // backward forms x + pad and (out_size) * stride; all are bounded by this sum.
+    return size + pad + out * stride + kernel * dilation + dilation <= kMax;
+  };
+  return in_numel + threads_in_flight <= kMax && out_numel + threads_in_flight <= kMax &&
+         coordinates_fit(p.H, p.P, p.pad_h, p.stride_h, p.R, p.dilation_h) &&
+         coordinates_fit(p.W, p.Q, p.pad_w, p.stride_w, p.S, p.dilation_w);
+}
+
+}  // namespace fastconv::FASTCONV_KERNEL_NAMESPACE
