@@ -16,7 +16,7 @@
 #include "conv2d_common.cuh"
 
 namespace fastconv::kernels {
-inline namespace FASTCONV_KERNEL_NS {
+inline namespace FASTCONV_KERNEL_NAMESPACE {
 
 inline constexpr int kReduceThreads = 256;
 
@@ -144,5 +144,5 @@ void launch_conv2d_bgrad(int64_t N, int64_t K, int64_t P, int64_t Q, const scala
                 stream, N, K, P, Q, dy, dys, db);
 }
 
-}  // namespace FASTCONV_KERNEL_NS
+}  // namespace FASTCONV_KERNEL_NAMESPACE
 }  // namespace fastconv::kernels

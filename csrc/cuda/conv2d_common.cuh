@@ -16,15 +16,6 @@
 #include "../conv2d_problem.h"
 #include "launch.cuh"
 
-// The kernels and host templates of one translation unit live in an inline namespace named after the
-// compiler that built them, so the nvcc instantiations (CUDA build) and the g++ ones (emulator) of the
-// same template never merge at link time.
-#if defined(__CUDACC__)
-#define FASTCONV_KERNEL_NS nvcc_device
-#else
-#define FASTCONV_KERNEL_NS simt_emulated
-#endif
-
 #if defined(__CUDACC__)
 #define FASTCONV_UNROLL _Pragma("unroll")
 #else
@@ -32,7 +23,7 @@
 #endif
 
 namespace fastconv::kernels {
-inline namespace FASTCONV_KERNEL_NS {
+inline namespace FASTCONV_KERNEL_NAMESPACE {
 
 // Half and BFloat16 accumulate in float; float and double in themselves.
 template <typename T>
@@ -60,5 +51,5 @@ __host__ __device__ __forceinline__ T ceil_div(T a, T b) {
   return (a + b - 1) / b;
 }
 
-}  // namespace FASTCONV_KERNEL_NS
+}  // namespace FASTCONV_KERNEL_NAMESPACE
 }  // namespace fastconv::kernels

@@ -15,7 +15,7 @@
 #include "conv2d_common.cuh"
 
 namespace fastconv::kernels {
-inline namespace FASTCONV_KERNEL_NS {
+inline namespace FASTCONV_KERNEL_NAMESPACE {
 
 inline constexpr int kDirectTileQ = 16;  // threadIdx.x
 inline constexpr int kDirectTileP = 8;   // threadIdx.y
@@ -178,5 +178,5 @@ void launch_conv2d_fprop_direct(const Conv2dProblem& p, const scalar_t* x, Strid
   }
 }
 
-}  // namespace FASTCONV_KERNEL_NS
+}  // namespace FASTCONV_KERNEL_NAMESPACE
 }  // namespace fastconv::kernels

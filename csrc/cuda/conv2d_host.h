@@ -15,7 +15,7 @@
 #include "sgemm.cuh"
 
 namespace fastconv::kernels {
-inline namespace FASTCONV_KERNEL_NS {
+inline namespace FASTCONV_KERNEL_NAMESPACE {
 
 inline Strides4 strides4(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
 
@@ -292,5 +292,5 @@ inline at::Tensor conv2d_bgrad_host(Stream stream, const at::Tensor& grad_output
   return grad_bias;
 }
 
-}  // namespace FASTCONV_KERNEL_NS
+}  // namespace FASTCONV_KERNEL_NAMESPACE
 }  // namespace fastconv::kernels

@@ -15,7 +15,7 @@
 #include "conv2d_common.cuh"
 
 namespace fastconv::kernels {
-inline namespace FASTCONV_KERNEL_NS {
+inline namespace FASTCONV_KERNEL_NAMESPACE {
 
 inline constexpr int kElementwiseThreads = 256;
 
@@ -96,5 +96,5 @@ void launch_col2im(const Conv2dProblem& p, int64_t count, const acc_t<scalar_t>*
                 stream, p, count, col, dx, dxs);
 }
 
-}  // namespace FASTCONV_KERNEL_NS
+}  // namespace FASTCONV_KERNEL_NAMESPACE
 }  // namespace fastconv::kernels

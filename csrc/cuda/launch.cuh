@@ -27,6 +27,15 @@
   T* name = reinterpret_cast<T*>(::fastconv::simt::detail::dynamic_smem())
 #endif
 
+// Kernels and host templates are defined in headers that two compilers see (nvcc for the .cu files,
+// g++ for the emulator) and both objects end up in one library: a namespace per compiler keeps the
+// two different bodies of the same template from being merged by the linker.
+#if defined(__CUDACC__)
+#define FASTCONV_KERNEL_NAMESPACE cuda_kernels
+#else
+#define FASTCONV_KERNEL_NAMESPACE emulated_kernels
+#endif
+
 namespace fastconv {
 
 #if defined(__CUDACC__)

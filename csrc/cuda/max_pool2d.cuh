@@ -30,17 +30,6 @@
 #include "../conv2d_problem.h"
 #include "launch.cuh"
 
-// The kernels are templates defined in a header that two compilers see (nvcc for the .cu, g++ for the
-// emulator) and both objects end up in one library; a namespace per compiler keeps the two different
-// bodies of, say, max_pool2d_fprop_nchw_kernel<float, int> from being merged by the linker.
-#ifndef FASTCONV_KERNEL_NAMESPACE
-#if defined(__CUDACC__)
-#define FASTCONV_KERNEL_NAMESPACE cuda_kernels
-#else
-#define FASTCONV_KERNEL_NAMESPACE emulated_kernels
-#endif
-#endif
-
 namespace fastconv::FASTCONV_KERNEL_NAMESPACE {
 
 inline constexpr int kPoolThreadsPerBlock = 256;

@@ -18,7 +18,7 @@
 #include "conv2d_common.cuh"
 
 namespace fastconv::kernels {
-inline namespace FASTCONV_KERNEL_NS {
+inline namespace FASTCONV_KERNEL_NAMESPACE {
 
 inline constexpr int kGemmBM = 64;
 inline constexpr int kGemmBN = 64;
@@ -173,5 +173,5 @@ void launch_gemm(const GemmArgs& g, int64_t batch, const scalar_t* A, const scal
   launch_kernel(gemm_tiled_kernel<scalar_t, out_t, false, false>, grid, block, 0, stream, g, A, B, bias, C);
 }
 
-}  // namespace FASTCONV_KERNEL_NS
+}  // namespace FASTCONV_KERNEL_NAMESPACE
 }  // namespace fastconv::kernels
