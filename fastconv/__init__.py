@@ -3,7 +3,8 @@ import torch  # noqa: F401  (must load before the extension)
 
 from . import _C
 from .ops import ALGORITHMS, conv2d, max_pool2d
+from . import nn
 
 build_info = _C.build_info
 
-__all__ = ["ALGORITHMS", "build_info", "conv2d", "max_pool2d"]
+__all__ = ["ALGORITHMS", "build_info", "conv2d", "max_pool2d", "nn"]
