@@ -148,11 +148,11 @@ Pool2dProblem make_pool2d_problem(c10::IntArrayRef input_size, c10::IntArrayRef 
   TORCH_CHECK(dilation[0] > 0 && dilation[1] > 0,
               "dilation should be greater than zero, but got dilation=", dilation);
   TORCH_CHECK(padding[0] >= 0 && padding[1] >= 0, "padding must be non-negative, but got padding=", padding);
+  // PyTorch bounds the padding by half the kernel size itself, not the dilated (effective) one.
   for (int d = 0; d < 2; ++d) {
-    const int64_t effective_kernel = (kernel_size[d] - 1) * dilation[d] + 1;
-    TORCH_CHECK(padding[d] <= effective_kernel / 2,
-                "pad should be at most half of effective kernel size, but got pad=", padding[d],
-                ", kernel_size=", kernel_size[d], " and dilation=", dilation[d]);
+    TORCH_CHECK(padding[d] <= kernel_size[d] / 2,
+                "pad should be at most half of kernel size, but got padding=", padding, ", kernel_size=",
+                kernel_size, " and dilation=", dilation);
   }
   TORCH_CHECK(input_size[1] > 0 && input_size[2] > 0 && input_size[3] > 0,
               "max_pool2d: expected input with non-zero channels, height and width, but got input of size: ",

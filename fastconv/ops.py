@@ -95,6 +95,11 @@ def conv2d_with(ops, input, weight, bias, stride, padding, dilation, groups, alg
 
 def max_pool2d_with(ops, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
     input, unbatched = _batched(input, "max_pool2d")
+    if unbatched:
+        # PyTorch pools a 3-D input as a contiguous one (a 3-D tensor has no channels_last), so its
+        # output is contiguous whatever the input's strides; unsqueezed, a (C, H, W) view with C
+        # innermost would otherwise be taken for channels_last.
+        input = input.contiguous()
     kernel_size = _pair("kernel_size", kernel_size)
     stride = kernel_size if stride is None or (not isinstance(stride, int) and len(stride) == 0) else stride
     out, indices = ops.max_pool2d_fprop(
@@ -267,7 +272,13 @@ def _register_pool_autograd(ns):
 
     def bprop_backward(ctx, grad):
         (indices,) = ctx.saved_tensors
-        gathered = grad.flatten(2).gather(2, indices.flatten(2)).view(indices.shape)
+        # An index outside the plane (a window wholly in the padding) received no gradient in the
+        # backward, so its output's gradient-of-gradient is zero; clamp it so the gather stays in bounds.
+        plane = grad.shape[2] * grad.shape[3]
+        flat = indices.flatten(2)
+        inside = (flat >= 0) & (flat < plane)
+        gathered = grad.flatten(2).gather(2, flat.clamp(0, plane - 1))
+        gathered = torch.where(inside, gathered, torch.zeros_like(gathered)).view(indices.shape)
         return gathered, None, None, None, None, None, None, None
 
     torch.library.register_autograd(f"{ns}::_max_pool2d_bprop", bprop_backward, setup_context=bprop_setup)

@@ -1,0 +1,344 @@
+// max_pool2d on the CPU: the forward (values and int64 argmax indices h * W + w, as PyTorch's) and the
+// backward (each output gradient routed to its argmax). Two kernels per pass, one per memory format, each
+// with its own loop order; any other strides are first made contiguous in the input's suggested format.
+//   NCHW:          parallel over the N*C planes; a thread walks its whole plane.
+//   channels_last: parallel over N*P output rows (forward) or over (image, channel block) (backward);
+//                  the innermost loop runs over contiguous channels so it vectorises.
+// Semantics are PyTorch's CPU kernel's, tap for tap: the running max starts at -inf with the index of the
+// window's first in-bounds tap; taps are scanned row-major and a tap wins when it is strictly greater or
+// NaN, so ties keep the first maximum and the last NaN wins; padding is -inf and is never reported.
+// The backward owns every grad_input element in exactly one thread and sums into it in a fixed order, so
+// it is bitwise deterministic for any thread count.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "../ops_common.h"
+
+namespace fastconv::cpu {
+
+namespace {
+
+// One axis of one window: `first` is the first in-bounds tap (PyTorch's index seed; it can lie past the
+// input when every tap of a dilated window falls in the padding), taps run first, first + d, ... < end.
+struct Taps {
+  int64_t first, end;
+};
+
+std::vector<Taps> window_taps(int64_t out_size, int64_t stride, int64_t pad, int64_t dilation, int64_t kernel,
+                              int64_t extent) {
+  std::vector<Taps> taps(out_size);
+  for (int64_t o = 0; o < out_size; ++o) {
+    int64_t first = o * stride - pad;
+    const int64_t end = std::min(first + (kernel - 1) * dilation + 1, extent);
+    if (first < 0) first += (-first + dilation - 1) / dilation * dilation;
+    taps[o] = {first, end};
+  }
+  return taps;
+}
+
+// The winner rule, written without short-circuit so the channels_last loop stays branch-free.
+template <typename T>
+inline bool takes(T value, T running_max) {
+  return (value > running_max) | (value != value);
+}
+
+// Work per parallel_for item, turned into a grain so tiny problems do not wake every thread.
+int64_t grain_for(int64_t work_per_item) {
+  return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, work_per_item));
+}
+
+// ---------------------------------------------------------------------------------------------- forward
+
+template <typename T, bool kUnitDilation>
+void fprop_nchw(const Pool2dProblem& p, const T* x, T* y, int64_t* indices) {
+  const std::vector<Taps> rows = window_taps(p.P, p.stride_h, p.pad_h, p.dilation_h, p.R, p.H);
+  const std::vector<Taps> cols = window_taps(p.Q, p.stride_w, p.pad_w, p.dilation_w, p.S, p.W);
+  const int64_t dh = kUnitDilation ? 1 : p.dilation_h, dw = kUnitDilation ? 1 : p.dilation_w;
+  const int64_t H = p.H, W = p.W, P = p.P, Q = p.Q;
+  at::parallel_for(0, p.N * p.C, grain_for(P * Q * p.R * p.S), [&](int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) {
+      const T* xp = x + plane * H * W;
+      T* yp = y + plane * P * Q;
+      int64_t* ip = indices + plane * P * Q;
+      for (int64_t out_h = 0; out_h < P; ++out_h) {
+        const Taps r = rows[out_h];
+        for (int64_t out_w = 0; out_w < Q; ++out_w) {
+          const Taps s = cols[out_w];
+          T max_value = -std::numeric_limits<T>::infinity();
+          int64_t max_index = r.first * W + s.first;
+          for (int64_t h = r.first; h < r.end; h += dh) {
+            const T* x_row = xp + h * W;
+            for (int64_t w = s.first; w < s.end; w += dw) {
+              const T value = x_row[w];
+              const bool take = takes(value, max_value);  // selects, not a branch: random data mispredicts
+              max_value = take ? value : max_value;
+              max_index = take ? h * W + w : max_index;
+            }
+          }
+          yp[out_h * Q + out_w] = max_value;
+          ip[out_h * Q + out_w] = max_index;
+        }
+      }
+    }
+  });
+}
+
+// Channels are processed in blocks held in registers across the whole window. The running argmax is kept
+// in an index type I as wide as T (int32 for float, when the plane allows) so the value and index selects
+// use the same lanes; it is widened to int64 on the store. cl_window is the scalar form (the tail).
+template <typename T>
+constexpr int64_t channel_block() {
+  return 64 / sizeof(T);  // 16 floats or 8 doubles
+}
+
+template <typename T, typename I, int64_t kWidth, bool kUnitDilation>
+inline void cl_window(const T* x_image, int64_t C, int64_t W, Taps r, Taps s, int64_t dh, int64_t dw,
+                      int64_t width, T* y_out, int64_t* i_out) {
+  // kWidth > 0: a full block with a compile-time width; kWidth == 0: the tail, `width` channels.
+  const int64_t n = kWidth > 0 ? kWidth : width;
+  T max_value[channel_block<T>()];
+  I max_index[channel_block<T>()];
+  const I seed = static_cast<I>(r.first * W + s.first);
+  for (int64_t c = 0; c < n; ++c) {
+    max_value[c] = -std::numeric_limits<T>::infinity();
+    max_index[c] = seed;
+  }
+  for (int64_t h = r.first; h < r.end; h += (kUnitDilation ? 1 : dh)) {
+    for (int64_t w = s.first; w < s.end; w += (kUnitDilation ? 1 : dw)) {
+      const I index = static_cast<I>(h * W + w);
+      const T* xv = x_image + (h * W + w) * C;
+      for (int64_t c = 0; c < n; ++c) {
+        const T value = xv[c];
+        const bool take = takes(value, max_value[c]);
+        max_value[c] = take ? value : max_value[c];
+        max_index[c] = take ? index : max_index[c];
+      }
+    }
+  }
+  for (int64_t c = 0; c < n; ++c) {
+    y_out[c] = max_value[c];
+    i_out[c] = max_index[c];
+  }
+}
+
+// One full block of channels with explicit 16-byte vectors (GCC vector extensions, so SSE2 at the
+// baseline): compare, NaN test and bitwise selects, four vectors in registers across the window. The
+// auto-vectoriser leaves the same loop scalar (it fully unrolls it first, then fails to SLP the selects).
+template <typename T, typename I, bool kUnitDilation>
+inline void cl_block(const T* x_image, int64_t C, int64_t W, Taps r, Taps s, int64_t dh, int64_t dw, T* y_out,
+                     int64_t* i_out) {
+  static_assert(sizeof(T) == sizeof(I), "value and index lanes must be as wide");
+  constexpr int kLanes = 16 / sizeof(T), kVecs = channel_block<T>() / kLanes;
+  typedef T V __attribute__((vector_size(16)));
+  typedef I IV __attribute__((vector_size(16)));
+  V max_value[kVecs];
+  IV max_index[kVecs];
+  for (int v = 0; v < kVecs; ++v) {
+    max_value[v] = V{} - std::numeric_limits<T>::infinity();
+    max_index[v] = IV{} + static_cast<I>(r.first * W + s.first);
+  }
+  for (int64_t h = r.first; h < r.end; h += (kUnitDilation ? 1 : dh)) {
+    for (int64_t w = s.first; w < s.end; w += (kUnitDilation ? 1 : dw)) {
+      const T* xv = x_image + (h * W + w) * C;
+      const IV index = IV{} + static_cast<I>(h * W + w);
+      for (int v = 0; v < kVecs; ++v) {
+        V value;
+        std::memcpy(&value, xv + v * kLanes, sizeof(V));
+        const IV take = (value > max_value[v]) | (value != value);  // all-ones lanes where the tap wins
+        max_value[v] = (V)(((IV)value & take) | ((IV)max_value[v] & ~take));
+        max_index[v] = (index & take) | (max_index[v] & ~take);
+      }
+    }
+  }
+  for (int v = 0; v < kVecs; ++v) {
+    std::memcpy(y_out + v * kLanes, &max_value[v], sizeof(V));
+    for (int l = 0; l < kLanes; ++l) i_out[v * kLanes + l] = max_index[v][l];
+  }
+}
+
+template <typename T, typename I, bool kUnitDilation>
+void fprop_channels_last(const Pool2dProblem& p, const T* x, T* y, int64_t* indices) {
+  const std::vector<Taps> rows = window_taps(p.P, p.stride_h, p.pad_h, p.dilation_h, p.R, p.H);
+  const std::vector<Taps> cols = window_taps(p.Q, p.stride_w, p.pad_w, p.dilation_w, p.S, p.W);
+  const int64_t C = p.C, H = p.H, W = p.W, P = p.P, Q = p.Q;
+  constexpr int64_t kBlock = channel_block<T>();
+  at::parallel_for(0, p.N * P, grain_for(Q * C * p.R * p.S), [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t n = row / P, out_h = row % P;
+      const T* x_image = x + n * H * W * C;
+      const Taps r = rows[out_h];
+      for (int64_t out_w = 0; out_w < Q; ++out_w) {
+        const Taps s = cols[out_w];
+        T* y_out = y + (row * Q + out_w) * C;
+        int64_t* i_out = indices + (row * Q + out_w) * C;
+        int64_t c = 0;
+        if constexpr (sizeof(I) == sizeof(T)) {
+          for (; c + kBlock <= C; c += kBlock) {
+            cl_block<T, I, kUnitDilation>(x_image + c, C, W, r, s, p.dilation_h, p.dilation_w, y_out + c,
+                                          i_out + c);
+          }
+        }
+        for (; c + kBlock <= C; c += kBlock) {  // float with int64 indices: planes of 2^31 pixels or more
+          cl_window<T, I, kBlock, kUnitDilation>(x_image + c, C, W, r, s, p.dilation_h, p.dilation_w, kBlock,
+                                                 y_out + c, i_out + c);
+        }
+        if (c < C) {
+          cl_window<T, I, 0, kUnitDilation>(x_image + c, C, W, r, s, p.dilation_h, p.dilation_w, C - c,
+                                            y_out + c, i_out + c);
+        }
+      }
+    }
+  });
+}
+
+// float keeps its running argmax in int32 lanes when every index it can report, the past-the-plane
+// seed of a window wholly in the padding included, fits.
+template <typename T, bool kUnitDilation>
+void fprop_channels_last(const Pool2dProblem& p, const T* x, T* y, int64_t* indices) {
+  const bool fits_int32 = (p.H + p.dilation_h + 1) * (p.W + p.dilation_w + 1) <=
+                          static_cast<int64_t>(std::numeric_limits<int32_t>::max());
+  if (sizeof(T) == 4 && fits_int32) {
+    fprop_channels_last<T, int32_t, kUnitDilation>(p, x, y, indices);
+  } else {
+    fprop_channels_last<T, int64_t, kUnitDilation>(p, x, y, indices);
+  }
+}
+
+// --------------------------------------------------------------------------------------------- backward
+// An index outside [0, H*W) comes from a window that lies wholly in the padding (PyTorch seeds it past the
+// plane): its output is the padding's -inf, which no input moves, so its gradient goes nowhere.
+inline bool inside_plane(int64_t index, int64_t plane_size) {
+  return static_cast<uint64_t>(index) < static_cast<uint64_t>(plane_size);
+}
+
+template <typename T>
+void bprop_nchw(const Pool2dProblem& p, const T* dy, const int64_t* indices, T* dx) {
+  const int64_t HW = p.H * p.W, PQ = p.P * p.Q;
+  at::parallel_for(0, p.N * p.C, grain_for(HW + PQ), [&](int64_t begin, int64_t end) {
+    for (int64_t plane = begin; plane < end; ++plane) {
+      T* dxp = dx + plane * HW;
+      const T* dyp = dy + plane * PQ;
+      const int64_t* ip = indices + plane * PQ;
+      std::fill(dxp, dxp + HW, T(0));
+      for (int64_t j = 0; j < PQ; ++j) {
+        const int64_t index = ip[j];
+        if (inside_plane(index, HW)) dxp[index] += dyp[j];
+      }
+    }
+  });
+}
+
+// Parallel over (image, channel block): a block of channels of one image is one thread's, scattered into
+// in output order; blocks split the channels only when there are too few images to feed the threads.
+template <typename T>
+void bprop_channels_last(const Pool2dProblem& p, const T* dy, const int64_t* indices, T* dx) {
+  const int64_t C = p.C, HW = p.H * p.W, PQ = p.P * p.Q;
+  const int64_t threads = at::get_num_threads();
+  int64_t blocks = std::max<int64_t>(1, (4 * threads + p.N - 1) / p.N);
+  const int64_t min_block = channel_block<T>();
+  blocks = std::max<int64_t>(1, std::min(blocks, C / min_block));
+  const int64_t block = (C + blocks - 1) / blocks;
+  blocks = (C + block - 1) / block;
+  at::parallel_for(0, p.N * blocks, grain_for((HW + PQ) * block), [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / blocks, c0 = item % blocks * block, c1 = std::min(C, c0 + block);
+      T* dx_image = dx + n * HW * C;
+      const T* dy_image = dy + n * PQ * C;
+      const int64_t* i_image = indices + n * PQ * C;
+      for (int64_t pixel = 0; pixel < HW; ++pixel) {
+        std::fill(dx_image + pixel * C + c0, dx_image + pixel * C + c1, T(0));
+      }
+      for (int64_t j = 0; j < PQ; ++j) {
+        const T* dyv = dy_image + j * C;
+        const int64_t* iv = i_image + j * C;
+        for (int64_t c = c0; c < c1; ++c) {
+          const int64_t index = iv[c];
+          if (inside_plane(index, HW)) dx_image[index * C + c] += dyv[c];
+        }
+      }
+    }
+  });
+}
+
+// ------------------------------------------------------------------------------------------------ ops
+
+bool is_channels_last(at::MemoryFormat format) { return format == at::MemoryFormat::ChannelsLast; }
+
+std::tuple<at::Tensor, at::Tensor> max_pool2d_fprop(const at::Tensor& input, at::IntArrayRef kernel_size,
+                                                    at::IntArrayRef stride, at::IntArrayRef padding,
+                                                    at::IntArrayRef dilation, bool ceil_mode) {
+  check_pool2d_input("max_pool2d", input);
+  const Pool2dProblem p = make_pool2d_problem(input.sizes(), kernel_size, stride, padding, dilation, ceil_mode);
+  const at::MemoryFormat format = input.suggest_memory_format();
+  at::Tensor output = new_output({p.N, p.C, p.P, p.Q}, input.options(), format);
+  at::Tensor indices = new_output({p.N, p.C, p.P, p.Q}, input.options().dtype(at::kLong), format);
+  if (p.N == 0) return {output, indices};
+  const at::Tensor x = input.contiguous(format);
+  const bool unit_dilation = p.dilation_h == 1 && p.dilation_w == 1;
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "max_pool2d", [&] {
+    const scalar_t* xd = x.const_data_ptr<scalar_t>();
+    scalar_t* yd = output.mutable_data_ptr<scalar_t>();
+    int64_t* id = indices.mutable_data_ptr<int64_t>();
+    if (is_channels_last(format)) {
+      unit_dilation ? fprop_channels_last<scalar_t, true>(p, xd, yd, id)
+                    : fprop_channels_last<scalar_t, false>(p, xd, yd, id);
+    } else {
+      unit_dilation ? fprop_nchw<scalar_t, true>(p, xd, yd, id) : fprop_nchw<scalar_t, false>(p, xd, yd, id);
+    }
+  });
+  return {output, indices};
+}
+
+at::Tensor max_pool2d_bprop(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& indices,
+                            at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                            at::IntArrayRef dilation, bool ceil_mode) {
+  check_pool2d_input("max_pool2d backward", input);
+  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(),
+              "max_pool2d backward: expected grad_output of the input's dtype ", input.scalar_type(),
+              ", but got grad_output of dtype ", grad_output.scalar_type());
+  TORCH_CHECK(indices.scalar_type() == at::kLong, "max_pool2d backward: expected indices of dtype Long, but got ",
+              indices.scalar_type());
+  TORCH_CHECK(grad_output.device() == input.device() && indices.device() == input.device(),
+              "max_pool2d backward: expected grad_output, input and indices on one device, but got ",
+              grad_output.device(), ", ", input.device(), " and ", indices.device());
+  const Pool2dProblem p = make_pool2d_problem(input.sizes(), kernel_size, stride, padding, dilation, ceil_mode);
+  const int64_t out_size_data[4] = {p.N, p.C, p.P, p.Q};
+  const at::IntArrayRef out_size(out_size_data);
+  TORCH_CHECK(grad_output.sizes() == out_size, "max_pool2d backward: expected grad_output of size ",
+              out_size, ", but got ", grad_output.sizes());
+  TORCH_CHECK(indices.sizes() == out_size, "max_pool2d backward: expected indices of size ",
+              out_size, ", but got ", indices.sizes());
+  const at::MemoryFormat format = input.suggest_memory_format();
+  at::Tensor grad_input = new_output({p.N, p.C, p.H, p.W}, grad_output.options(), format);
+  if (p.N == 0) return grad_input;
+  const at::Tensor dy = grad_output.contiguous(format);
+  const at::Tensor ind = indices.contiguous(format);
+  AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "max_pool2d_backward", [&] {
+    const scalar_t* dyd = dy.const_data_ptr<scalar_t>();
+    const int64_t* id = ind.const_data_ptr<int64_t>();
+    scalar_t* dxd = grad_input.mutable_data_ptr<scalar_t>();
+    if (is_channels_last(format)) {
+      bprop_channels_last<scalar_t>(p, dyd, id, dxd);
+    } else {
+      bprop_nchw<scalar_t>(p, dyd, id, dxd);
+    }
+  });
+  return grad_input;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fastconv, CPU, m) {
+  m.impl("max_pool2d_fprop", &max_pool2d_fprop);
+  m.impl("_max_pool2d_bprop", &max_pool2d_bprop);
+}
+
+}  // namespace fastconv::cpu
