@@ -111,7 +111,9 @@ FLOAT32_TOL = 1e-3  # of the tensor's largest entry; BatchNorm over 8 values per
 # while a wrong element, a missing bias or an off-by-one window is off by the size of the values themselves
 
 
-@pytest.mark.parametrize("name", ["lenet5", "alexnet", "vgg11", "googlenet", "resnet18"])
+# VGG-11's classifier alone holds 120 M parameters (1 GB per float64 copy): slow.
+@pytest.mark.parametrize("name", ["lenet5", "alexnet", pytest.param("vgg11", marks=pytest.mark.slow), "googlenet",
+                                  "resnet18"])
 def test_model_float64(name):
     check_model(name, torch.float64, FLOAT64_TOL)
 
