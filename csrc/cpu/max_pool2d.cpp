@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -77,10 +78,9 @@ void fprop_nchw(const Pool2dProblem& p, const T* x, T* y, int64_t* indices) {
             const T* x_row = xp + h * W;
             for (int64_t w = s.first; w < s.end; w += dw) {
               const T value = x_row[w];
-              if (takes(value, max_value)) {
-                max_value = value;
-                max_index = h * W + w;
-              }
+              const bool take = takes(value, max_value);  // selects, not a branch: random data mispredicts
+              max_value = take ? value : max_value;
+              max_index = take ? h * W + w : max_index;
             }
           }
           yp[out_h * Q + out_w] = max_value;
@@ -91,28 +91,30 @@ void fprop_nchw(const Pool2dProblem& p, const T* x, T* y, int64_t* indices) {
   });
 }
 
-// Channels are processed in blocks of kBlock held in registers across the whole window.
+// Channels are processed in blocks held in registers across the whole window. The running argmax is kept
+// in an index type I as wide as T (int32 for float, when the plane allows) so the value and index selects
+// use the same lanes; it is widened to int64 on the store. cl_window is the scalar form (the tail).
 template <typename T>
 constexpr int64_t channel_block() {
-  return 64 / sizeof(T);  // 16 floats or 8 doubles: two or four AVX2 registers, and as many int64 lanes
+  return 64 / sizeof(T);  // 16 floats or 8 doubles
 }
 
-template <typename T, int64_t kWidth, bool kUnitDilation>
+template <typename T, typename I, int64_t kWidth, bool kUnitDilation>
 inline void cl_window(const T* x_image, int64_t C, int64_t W, Taps r, Taps s, int64_t dh, int64_t dw,
                       int64_t width, T* y_out, int64_t* i_out) {
   // kWidth > 0: a full block with a compile-time width; kWidth == 0: the tail, `width` channels.
   const int64_t n = kWidth > 0 ? kWidth : width;
   T max_value[channel_block<T>()];
-  int64_t max_index[channel_block<T>()];
-  const int64_t seed = r.first * W + s.first;
+  I max_index[channel_block<T>()];
+  const I seed = static_cast<I>(r.first * W + s.first);
   for (int64_t c = 0; c < n; ++c) {
     max_value[c] = -std::numeric_limits<T>::infinity();
     max_index[c] = seed;
   }
   for (int64_t h = r.first; h < r.end; h += (kUnitDilation ? 1 : dh)) {
     for (int64_t w = s.first; w < s.end; w += (kUnitDilation ? 1 : dw)) {
-      const int64_t index = h * W + w;
-      const T* xv = x_image + index * C;
+      const I index = static_cast<I>(h * W + w);
+      const T* xv = x_image + (h * W + w) * C;
       for (int64_t c = 0; c < n; ++c) {
         const T value = xv[c];
         const bool take = takes(value, max_value[c]);
@@ -127,7 +129,42 @@ inline void cl_window(const T* x_image, int64_t C, int64_t W, Taps r, Taps s, in
   }
 }
 
-template <typename T, bool kUnitDilation>
+// One full block of channels with explicit 16-byte vectors (GCC vector extensions, so SSE2 at the
+// baseline): compare, NaN test and bitwise selects, four vectors in registers across the window. The
+// auto-vectoriser leaves the same loop scalar (it fully unrolls it first, then fails to SLP the selects).
+template <typename T, typename I, bool kUnitDilation>
+inline void cl_block(const T* x_image, int64_t C, int64_t W, Taps r, Taps s, int64_t dh, int64_t dw, T* y_out,
+                     int64_t* i_out) {
+  static_assert(sizeof(T) == sizeof(I), "value and index lanes must be as wide");
+  constexpr int kLanes = 16 / sizeof(T), kVecs = channel_block<T>() / kLanes;
+  typedef T V __attribute__((vector_size(16)));
+  typedef I IV __attribute__((vector_size(16)));
+  V max_value[kVecs];
+  IV max_index[kVecs];
+  for (int v = 0; v < kVecs; ++v) {
+    max_value[v] = V{} - std::numeric_limits<T>::infinity();
+    max_index[v] = IV{} + static_cast<I>(r.first * W + s.first);
+  }
+  for (int64_t h = r.first; h < r.end; h += (kUnitDilation ? 1 : dh)) {
+    for (int64_t w = s.first; w < s.end; w += (kUnitDilation ? 1 : dw)) {
+      const T* xv = x_image + (h * W + w) * C;
+      const IV index = IV{} + static_cast<I>(h * W + w);
+      for (int v = 0; v < kVecs; ++v) {
+        V value;
+        std::memcpy(&value, xv + v * kLanes, sizeof(V));
+        const IV take = (value > max_value[v]) | (value != value);  // all-ones lanes where the tap wins
+        max_value[v] = (V)(((IV)value & take) | ((IV)max_value[v] & ~take));
+        max_index[v] = (index & take) | (max_index[v] & ~take);
+      }
+    }
+  }
+  for (int v = 0; v < kVecs; ++v) {
+    std::memcpy(y_out + v * kLanes, &max_value[v], sizeof(V));
+    for (int l = 0; l < kLanes; ++l) i_out[v * kLanes + l] = max_index[v][l];
+  }
+}
+
+template <typename T, typename I, bool kUnitDilation>
 void fprop_channels_last(const Pool2dProblem& p, const T* x, T* y, int64_t* indices) {
   const std::vector<Taps> rows = window_taps(p.P, p.stride_h, p.pad_h, p.dilation_h, p.R, p.H);
   const std::vector<Taps> cols = window_taps(p.Q, p.stride_w, p.pad_w, p.dilation_w, p.S, p.W);
@@ -143,17 +180,36 @@ void fprop_channels_last(const Pool2dProblem& p, const T* x, T* y, int64_t* indi
         T* y_out = y + (row * Q + out_w) * C;
         int64_t* i_out = indices + (row * Q + out_w) * C;
         int64_t c = 0;
-        for (; c + kBlock <= C; c += kBlock) {
-          cl_window<T, kBlock, kUnitDilation>(x_image + c, C, W, r, s, p.dilation_h, p.dilation_w, kBlock,
-                                              y_out + c, i_out + c);
+        if constexpr (sizeof(I) == sizeof(T)) {
+          for (; c + kBlock <= C; c += kBlock) {
+            cl_block<T, I, kUnitDilation>(x_image + c, C, W, r, s, p.dilation_h, p.dilation_w, y_out + c,
+                                          i_out + c);
+          }
+        }
+        for (; c + kBlock <= C; c += kBlock) {  // float with int64 indices: planes of 2^31 pixels or more
+          cl_window<T, I, kBlock, kUnitDilation>(x_image + c, C, W, r, s, p.dilation_h, p.dilation_w, kBlock,
+                                                 y_out + c, i_out + c);
         }
         if (c < C) {
-          cl_window<T, 0, kUnitDilation>(x_image + c, C, W, r, s, p.dilation_h, p.dilation_w, C - c, y_out + c,
-                                         i_out + c);
+          cl_window<T, I, 0, kUnitDilation>(x_image + c, C, W, r, s, p.dilation_h, p.dilation_w, C - c,
+                                            y_out + c, i_out + c);
         }
       }
     }
   });
+}
+
+// float keeps its running argmax in int32 lanes when every index it can report, the past-the-plane
+// seed of a window wholly in the padding included, fits.
+template <typename T, bool kUnitDilation>
+void fprop_channels_last(const Pool2dProblem& p, const T* x, T* y, int64_t* indices) {
+  const bool fits_int32 = (p.H + p.dilation_h + 1) * (p.W + p.dilation_w + 1) <=
+                          static_cast<int64_t>(std::numeric_limits<int32_t>::max());
+  if (sizeof(T) == 4 && fits_int32) {
+    fprop_channels_last<T, int32_t, kUnitDilation>(p, x, y, indices);
+  } else {
+    fprop_channels_last<T, int64_t, kUnitDilation>(p, x, y, indices);
+  }
 }
 
 // --------------------------------------------------------------------------------------------- backward
