@@ -425,9 +425,23 @@ def measure_peak(device, dtype, size=2048, repeat=5, timer=None):
     dst = torch.empty_like(src)
     m = measure({"mm": lambda: (lambda: torch.mm(a, b)), "copy": lambda: (lambda: dst.copy_(src))},
                 repeat=repeat, warmup=2, timer=timer, min_sample_s=0.02 if timer.cuda else 0.0)
-    gflops = 2 * size ** 3 / m["mm"].median / 1e9 if m["mm"].median else None
-    gbps = 2 * n * src.element_size() / m["copy"].median / 1e9 if m["copy"].median else None
+    # A peak is the best the machine did, not its typical speed: the fastest sample, not the median.
+    gflops = 2 * size ** 3 / min(m["mm"].samples) / 1e9 if m["mm"].median else None
+    gbps = 2 * n * src.element_size() / min(m["copy"].samples) / 1e9 if m["copy"].median else None
     return {"gemm_size": size, "gflops": gflops, "copy_bytes": 2 * n * src.element_size(), "gbps": gbps}
+
+
+def best_peak(*peaks):
+    """The best of several peak measurements (at the start and at the end of a run, on a shared machine)."""
+    peaks = [p for p in peaks if p]
+    if not peaks:
+        return {}
+    out = dict(peaks[0])
+    for key in ("gflops", "gbps"):
+        values = [p[key] for p in peaks if p.get(key)]
+        out[key] = max(values) if values else None
+    out["measurements"] = [{k: p.get(k) for k in ("gflops", "gbps")} for p in peaks]
+    return out
 
 
 def git_commit():
@@ -603,6 +617,13 @@ def run_suite(config, conv_shapes=CONV_SHAPES, pool_shapes=POOL_SHAPES, gemm_sha
                 bar.update(1)
     if bar is not None:
         bar.close()
+    if config.peak_size:
+        # Measured again at the end: the machine is shared, so the best of the two is the peak, and every
+        # fraction is taken against that one figure.
+        peak = best_peak(peak, measure_peak(config.device, dtype, size=config.peak_size, timer=timer))
+        for r in rows:
+            ref = peak.get("gbps") if r.unit == "GB/s" else peak.get("gflops") if r.unit == "GFLOP/s" else None
+            r.peak_fraction = r.throughput / ref if ref and r.throughput is not None else None
     return {"schema": SCHEMA, "meta": metadata(config), "peak": peak, "rows": [r.as_dict() for r in rows],
             "summary": summarize(rows)}
 
@@ -732,8 +753,8 @@ def format_header(doc):
              f"device {m['device']} ({m['device_type']}), {m['threads']} threads, {m['dtype']}, torch {m['torch']}, "
              f"gemm kernel {bi.get('gemm_kernel', '?')}, simd {bi.get('cpu_simd', '?')}"]
     if p.get("gflops"):
-        lines.append(f"measured peak: torch.mm {p['gemm_size']}^2 {p['gflops']:.1f} GFLOP/s; "
-                     f"copy {p['gbps']:.1f} GB/s (read + write)")
+        lines.append(f"measured peak (best of start and end): torch.mm {p['gemm_size']}^2 {p['gflops']:.1f} "
+                     f"GFLOP/s; copy {p['gbps']:.1f} GB/s (read + write, DRAM-sized)")
     lines.append(f"ratio = time of '{BASELINE}' (PyTorch's default path) / time of the candidate; "
                  "peak = throughput / measured peak")
     return "\n".join(lines)
