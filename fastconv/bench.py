@@ -705,6 +705,7 @@ def format_markdown(doc, ratios_only=True, show_peak=True):
         if r["section"] not in sections:
             sections.append(r["section"])
     table, _ = pivot(doc)
+    noted = False
     for section in sections:
         keys = [k for k in table if k[0] == section]
         cands = []
@@ -731,9 +732,14 @@ def format_markdown(doc, ratios_only=True, show_peak=True):
                         text += f" ({_pct(r['peak_fraction'])})"
                     if not ratios_only:
                         text += f" {_thr(r)}"
+                    if r.get("note"):
+                        text += " †"
+                        noted = True
                     cells.append(text)
             shape = f"`{k[1]}` {k[2]}" if k[2] else f"`{k[1]}`"
             out.append("| " + " | ".join([shape, k[3], k[4]] + cells) + " |")
+    if noted:
+        out.append("\n† fewer samples than --repeat: the kernel was over --budget (the JSON has the samples)")
     return "\n".join(out).lstrip("\n")
 
 

@@ -237,7 +237,10 @@ def test_format_markdown_and_summary():
     assert table[0] == "| shape | layout | pass | torch | direct | im2col | auto |"
     assert table[1].count("|") == table[0].count("|")
     assert "| 1.00x (50%) | 0.50x (25%) | n/a | wrong |" in table[2]
-    assert "ms" not in md and "GFLOP/s" not in md
+    assert "ms" not in md and "GFLOP/s" not in md and "†" not in md
+    doc["rows"][1]["note"] = "over --budget: 1 of 3 samples"
+    md = bench.format_markdown(doc)
+    assert "| 0.50x (25%) † |" in md and "† fewer samples" in md
     summary = bench.format_summary(doc)
     assert "direct" in summary and "0.50x" in summary and "1/1" in summary and "0/1" in summary
     header = bench.format_header(doc)
