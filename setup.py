@@ -45,7 +45,8 @@ def sources(pattern):
 
 
 cpp_sources = sources("csrc/*.cpp") + sources("csrc/cpu/**/*.cpp") + sources("csrc/emulator/**/*.cpp")
-cxx_flags = ["-O3", "-std=c++20", "-fopenmp", "-Wall", "-Wno-unused-function"]
+# -g0: Python's own CFLAGS bring -g, whose debug info of the torch headers only slows the build.
+cxx_flags = ["-O3", "-g0", "-std=c++20", "-fopenmp", "-Wall", "-Wno-unused-function"]
 define_macros = []
 include_dirs = [os.path.join(ROOT, "csrc")]
 
