@@ -34,6 +34,21 @@ struct Conv2dProblem {
   FASTCONV_HD int64_t weight_numel() const { return K * C_per_group() * R * S; }
   // Multiply-adds of fprop; dgrad and wgrad do the same number.
   FASTCONV_HD int64_t macs() const { return N * K * P * Q * gemm_k(); }
+
+  // The backward gathers: the output row whose window puts tap r on input row h, or -1 when no
+  // window does (h + pad - r * dilation must be a non-negative multiple of the stride below P * stride).
+  FASTCONV_HD int64_t output_row_of_tap(int64_t h, int64_t r) const {
+    return output_of_tap(h + pad_h - r * dilation_h, stride_h, P);
+  }
+  FASTCONV_HD int64_t output_col_of_tap(int64_t w, int64_t s) const {
+    return output_of_tap(w + pad_w - s * dilation_w, stride_w, Q);
+  }
+
+ private:
+  FASTCONV_HD static int64_t output_of_tap(int64_t offset, int64_t stride, int64_t extent) {
+    if (offset < 0 || offset % stride != 0 || offset / stride >= extent) return -1;
+    return offset / stride;
+  }
 };
 
 // Pooling problem: same vocabulary, R x S is the pooling window, C channels pooled independently.

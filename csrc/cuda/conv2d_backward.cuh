@@ -37,15 +37,11 @@ __global__ void __launch_bounds__(256)
     const int64_t g = c / Cg, cg = c % Cg;
     acc sum = acc(0);
     for (int64_t r = 0; r < p.R; ++r) {
-      const int64_t h_off = h + p.pad_h - r * p.dilation_h;
-      if (h_off < 0 || h_off % p.stride_h != 0) continue;
-      const int64_t out_h = h_off / p.stride_h;
-      if (out_h >= p.P) continue;
+      const int64_t out_h = p.output_row_of_tap(h, r);
+      if (out_h < 0) continue;
       for (int64_t s = 0; s < p.S; ++s) {
-        const int64_t w_off = w + p.pad_w - s * p.dilation_w;
-        if (w_off < 0 || w_off % p.stride_w != 0) continue;
-        const int64_t out_w = w_off / p.stride_w;
-        if (out_w >= p.Q) continue;
+        const int64_t out_w = p.output_col_of_tap(w, s);
+        if (out_w < 0) continue;
         const scalar_t* dy_pos = dy + n * dys.n + out_h * dys.h + out_w * dys.w;
         const scalar_t* w_rs = wt + cg * ws.c + r * ws.h + s * ws.w;
         for (int64_t kk = 0; kk < Kg; ++kk) {
