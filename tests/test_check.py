@@ -25,7 +25,7 @@ def conv_subset(*labels):
 def test_torch_conv2d_passes_the_whole_matrix():
     result = testing.check_conv2d(F.conv2d)
     assert result.passed, "\n" + str(result)
-    assert len(result.cases) > 100 and not any(c.skipped for c in result.cases)
+    assert len(result.cases) >= 90 and not any(c.skipped for c in result.cases)
 
 
 def test_torch_max_pool2d_passes_the_whole_matrix():

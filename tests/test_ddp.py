@@ -23,14 +23,14 @@ class Net(torch.nn.Module):
         p = lambda *s: torch.nn.Parameter(torch.randn(*s, generator=g, dtype=torch.float64) * 0.3)  # noqa: E731
         self.w1, self.b1 = p(8, 3, 3, 3), p(8)
         self.w2, self.b2 = p(8, 4, 3, 3), p(8)
-        self.fc = torch.nn.Linear(8, 5, dtype=torch.float64)
+        self.w3, self.b3 = p(5, 8), p(5)  # from the seeded generator: every process starts alike
         self.algorithm = algorithm
 
     def forward(self, x):
         x = F.relu(fastconv.conv2d(x, self.w1, self.b1, padding=1, algorithm=self.algorithm))
         x = fastconv.max_pool2d(x, 3, 2, 1)
         x = F.relu(fastconv.conv2d(x, self.w2, self.b2, padding="same", groups=2, algorithm=self.algorithm))
-        return self.fc(x.mean((2, 3)))
+        return F.linear(x.mean((2, 3)), self.w3, self.b3)
 
 
 def data():
@@ -88,7 +88,7 @@ def test_ddp_matches_single_process(tmp_path):
     assert got.keys() == want.keys()
     for name in want:
         assert not torch.equal(want[name], start[name]), f"{name} did not train"
-        torch.testing.assert_close(got[name], want[name], rtol=1e-12, atol=1e-12, msg=name)
+        torch.testing.assert_close(got[name], want[name], rtol=1e-12, atol=1e-12, msg=lambda m, n=name: f"{n}: {m}")
 
 
 @pytest.mark.slow
@@ -96,7 +96,7 @@ def test_ddp_matches_single_process(tmp_path):
 def test_ddp_matches_single_process_per_algorithm(tmp_path, algorithm):
     got, want = ddp_state(tmp_path, algorithm), single_state(algorithm)
     for name in want:
-        torch.testing.assert_close(got[name], want[name], rtol=1e-12, atol=1e-12, msg=name)
+        torch.testing.assert_close(got[name], want[name], rtol=1e-12, atol=1e-12, msg=lambda m, n=name: f"{n}: {m}")
 
 
 def test_comparison_can_fail():
