@@ -152,6 +152,7 @@ class _Worst:
         self.ratio = max(self.ratio, ratio)
 
 
+@np.errstate(invalid="ignore", over="ignore", divide="ignore")
 def _compare(got, want, magnitude, n, dtype, what, worst, exact=False):
     """got (a tensor) against want (float64 numpy) elementwise; raises _Mismatch past the tolerance."""
     if not torch.is_tensor(got):
@@ -165,9 +166,13 @@ def _compare(got, want, magnitude, n, dtype, what, worst, exact=False):
     if exact:
         tol = np.zeros_like(want)
     else:
-        tol = _TOL_FACTOR * _EPS[dtype] * math.sqrt(max(1, n)) * np.asarray(magnitude) + 1e-300
+        magnitude = np.asarray(magnitude)
         if dtype in (torch.float16, torch.bfloat16):
-            tol = tol + _EPS[dtype] * np.abs(want)  # the one final rounding
+            # accumulated in float32 (as PyTorch does), then rounded: one or two roundings of the magnitude
+            tol = _TOL_FACTOR * _EPS[torch.float32] * math.sqrt(max(1, n)) * magnitude + _EPS[dtype] * magnitude
+        else:
+            tol = _TOL_FACTOR * _EPS[dtype] * math.sqrt(max(1, n)) * magnitude
+        tol = tol + 1e-300
     same = (g == want) | (np.isnan(g) & np.isnan(want))
     diff = np.where(same, 0.0, np.abs(g - want))
     diff = np.where(np.isnan(diff), np.inf, diff)

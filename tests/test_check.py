@@ -65,7 +65,9 @@ def test_conv_with_off_by_one_padding_fails():
 
     result = testing.check_conv2d(shifted, quick=True)
     assert not result.passed
-    assert {"f64", "f32", "bf16", "gradcheck"} <= failing_checks(result)
+    assert {"f64", "f32", "f32 channels_last", "bf16"} <= failing_checks(result)
+    # ...while gradcheck passes: the shifted conv is wrong, but its backward is its true derivative
+    assert "gradcheck" not in failing_checks(result)
 
 
 class WrongWeightGrad(torch.autograd.Function):
