@@ -131,9 +131,19 @@ def _conv_output_hw(input_hw, kernel_rs, stride, padding, dilation):
     return out
 
 
+def _same_device(op, **tensors):
+    """Mixed meta and real tensors dispatch to these meta kernels, which would return an uninitialised
+    tensor on the real device (torch.nn.functional.conv2d does); refuse instead, naming the devices."""
+    devices = {name: t.device for name, t in tensors.items() if t is not None}
+    if len(set(devices.values())) > 1:
+        raise RuntimeError(f"{op}: expected all tensors on one device, but got "
+                           + ", ".join(f"{name} on {d}" for name, d in devices.items()))
+
+
 def _register_conv_fakes(ns):
     @torch.library.register_fake(f"{ns}::conv2d_fprop")
     def _(input, weight, bias, stride, padding, dilation, groups, algorithm):
+        _same_device("conv2d", input=input, weight=weight, bias=bias)
         P, Q = _conv_output_hw(input.shape[2:], weight.shape[2:], stride, padding, dilation)
         return input.new_empty((input.shape[0], weight.shape[0], P, Q)).contiguous(
             memory_format=_output_memory_format(input, weight)
@@ -141,12 +151,14 @@ def _register_conv_fakes(ns):
 
     @torch.library.register_fake(f"{ns}::_conv2d_dgrad")
     def _(grad_output, weight, input_size, stride, padding, dilation, groups, algorithm):
+        _same_device("conv2d backward", grad_output=grad_output, weight=weight)
         return grad_output.new_empty(input_size).contiguous(
             memory_format=_output_memory_format(grad_output, weight)
         )
 
     @torch.library.register_fake(f"{ns}::_conv2d_wgrad")
     def _(grad_output, input, weight_size, stride, padding, dilation, groups, algorithm):
+        _same_device("conv2d backward", grad_output=grad_output, input=input)
         return grad_output.new_empty(weight_size).contiguous(
             memory_format=_output_memory_format(input, grad_output)
         )
@@ -178,6 +190,7 @@ def _register_pool_fakes(ns):
 
     @torch.library.register_fake(f"{ns}::_max_pool2d_bprop")
     def _(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode):
+        _same_device("max_pool2d backward", grad_output=grad_output, input=input, indices=indices)
         return torch.empty_like(input, memory_format=suggest_memory_format(input))
 
 
@@ -289,3 +302,5 @@ for _ns in ("fastconv", "fastconv_emulated"):
     _register_pool_fakes(_ns)
     _register_conv_autograd(_ns)
     _register_pool_autograd(_ns)
+
+from . import autocast as _autocast  # noqa: E402,F401  (autocast rules for the ops above, as F.conv2d's)

@@ -283,7 +283,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_fprop(const at::Tensor& input, at:
   if (p.N == 0) return {output, indices};
   const at::Tensor x = input.contiguous(format);
   const bool unit_dilation = p.dilation_h == 1 && p.dilation_w == 1;
-  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "max_pool2d", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "max_pool2d", [&] {
     const scalar_t* xd = x.const_data_ptr<scalar_t>();
     scalar_t* yd = output.mutable_data_ptr<scalar_t>();
     int64_t* id = indices.mutable_data_ptr<int64_t>();
@@ -321,7 +321,7 @@ at::Tensor max_pool2d_bprop(const at::Tensor& grad_output, const at::Tensor& inp
   if (p.N == 0) return grad_input;
   const at::Tensor dy = grad_output.contiguous(format);
   const at::Tensor ind = indices.contiguous(format);
-  AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "max_pool2d_backward", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, grad_output.scalar_type(), "max_pool2d_backward", [&] {
     const scalar_t* dyd = dy.const_data_ptr<scalar_t>();
     const int64_t* id = ind.const_data_ptr<int64_t>();
     scalar_t* dxd = grad_input.mutable_data_ptr<scalar_t>();
