@@ -98,11 +98,12 @@ def test_explain_reports_algorithm_reason_and_workspace(capsys):
     plan = fastconv.explain(x, torch.randn(4, 8, 1, 1), verbose=False)
     assert "1x1" in plan["algorithm"] and plan["workspace_bytes"] == 0
     # im2col's column buffer: C*R*S x P*Q floats per image for NCHW.
-    plan = fastconv.explain(x, w, padding=1, algorithm="im2col", verbose=False)
-    assert plan["workspace_bytes"] == 8 * 9 * 100 * 4
-    # depthwise goes to the simple loops.
+    plan = fastconv.explain(x.contiguous(memory_format=torch.channels_last), w, padding=1, algorithm="im2col",
+                            verbose=False)
+    assert plan["workspace_bytes"] == 2 * 100 * 8 * 9 * 4 + w.numel() * 4
+    # depthwise: (image, group) pairs in parallel.
     plan = fastconv.explain(torch.randn(1, 8, 6, 6), torch.randn(8, 1, 3, 3), padding=1, groups=8, verbose=False)
-    assert plan["algorithm"] == "direct_simple"
+    assert plan["algorithm"] == "im2col" and "depthwise" in plan["reason"]
     # the explanation matches what runs: same result as the algorithm it names.
     y = fastconv.conv2d(x, w, padding=1)
     named = fastconv.explain(x, w, padding=1, verbose=False)["algorithm"].split(" ")[0]

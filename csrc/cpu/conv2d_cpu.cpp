@@ -38,17 +38,19 @@ struct Choice {
 Choice choose_algorithm(const Conv2dProblem& p, Conv2dPass pass, at::ScalarType dtype, bool channels_last) {
   (void)channels_last;
   if (p.K_per_group() < 4 || p.gemm_k() < 4)
-    return {Conv2dAlgorithm::DirectSimple,
-            "tiny groups (depthwise-like: K/groups < 4 or C/groups*R*S < 4): no GEMM worth the name, simple direct loops"};
+    return {Conv2dAlgorithm::Im2col,
+            "tiny groups (depthwise-like: K/groups < 4 or C/groups*R*S < 4): im2col with (image, group) pairs in "
+            "parallel, each a small serial GEMM"};
   if (is_pointwise(p))
     return {Conv2dAlgorithm::Im2col, "1x1 stride 1 without padding: the input itself is the GEMM operand (no im2col)"};
   if (pass == Conv2dPass::Fprop && direct_blocked_supported(p, dtype) && direct_blocked_uses_avx2() &&
-      p.K >= 16 && p.stride_w == 1)
+      p.K >= 16 && p.R * p.S > 1 && p.P * p.Q >= 64)
     return {Conv2dAlgorithm::Direct,
-            "float32, groups 1, unit column stride, K >= 16: blocked direct kernel (6 pixels x 16 channels AVX2 tile, "
-            "no column buffer)"};
+            "float32, groups 1, K >= 16, a spatial window and a map of >= 64 pixels: blocked direct kernel "
+            "(6 pixels x 16 channels AVX2 tile over a padded NHWC copy, no column buffer)"};
   return {Conv2dAlgorithm::Im2col, pass == Conv2dPass::Fprop
-                                       ? "im2col + packed GEMM (strided, grouped, small K or no AVX2)"
+                                       ? "row (channels_last) im2col + one packed GEMM over the batch (1x1 strided, "
+                                         "small maps < 64 pixels, groups, float64, K < 16 or no AVX2)"
                                        : "backward passes: im2col + packed GEMM (deterministic, fixed reduction order)"};
 }
 

@@ -333,8 +333,9 @@ void wgrad(const Conv2dProblem& p, const at::Tensor& grad_output, const at::Tens
 }
 
 // Many groups (depthwise and friends): each (image, group) GEMM is tiny, so the old outer-parallel
-// loops with a serial GEMM per thread do better than a parallel GEMM per group.
-bool use_outer_parallel(const Conv2dProblem& p) { return p.groups >= 2 * at::get_num_threads(); }
+// loops with a serial GEMM per thread do better than a parallel GEMM per group. The choice must not
+// depend on the thread count: the two paths sum wgrad in different orders.
+bool use_outer_parallel(const Conv2dProblem& p) { return p.groups >= 4; }
 
 }  // namespace
 
@@ -342,6 +343,20 @@ void conv2d_fprop_im2col(const Conv2dProblem& p, const at::Tensor& input, const 
                          const at::Tensor& bias, at::Tensor& output, bool use_blas) {
   check_pq_collapses(output, "output");
   const at::Tensor weight_matrix = weight.contiguous();
+  if (!use_outer_parallel(p) && !is_pointwise(p) && input.stride(1) != 1 && p.C_per_group() > 1) {
+    // NCHW (or any non-channels_last) input: one layout change of the input, and of the output when it
+    // is not channels_last, buys the row im2col (contiguous channel runs) and one GEMM over the whole
+    // batch; both copies are O(input + output), small next to the C*R*S-long reduction per output.
+    const at::Tensor x_cl = input.contiguous(at::MemoryFormat::ChannelsLast);
+    const bool out_cl = output.stride(1) == 1 && output.stride(3) == p.K && output.stride(2) == p.Q * p.K &&
+                        output.stride(0) == p.P * p.Q * p.K;
+    at::Tensor y_cl = out_cl ? output : at::empty({p.N, p.K, p.P, p.Q}, output.options(), at::MemoryFormat::ChannelsLast);
+    AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "conv2d_fprop_im2col", [&] {
+      fprop<scalar_t>(p, x_cl, weight_matrix, bias, y_cl, select_gemm<scalar_t>(use_blas));
+    });
+    if (!out_cl) output.copy_(y_cl);
+    return;
+  }
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "conv2d_fprop_im2col", [&] {
     (use_outer_parallel(p) ? fprop_outer<scalar_t> : fprop<scalar_t>)(p, input, weight_matrix, bias, output, select_gemm<scalar_t>(use_blas));
   });
@@ -351,6 +366,16 @@ void conv2d_dgrad_im2col(const Conv2dProblem& p, const at::Tensor& grad_output, 
                          at::Tensor& grad_input, bool use_blas) {
   check_pq_collapses(grad_output, "grad_output");
   const at::Tensor weight_matrix = weight.contiguous();
+  if (!use_outer_parallel(p) && !is_pointwise(p) && grad_input.stride(1) != 1 && p.C_per_group() > 1) {
+    // As in fprop: the channels_last row path on copies (gradient in, gradient out) beats column im2col.
+    const at::Tensor dy_cl = grad_output.contiguous(at::MemoryFormat::ChannelsLast);
+    at::Tensor dx_cl = at::empty({p.N, p.C, p.H, p.W}, grad_input.options(), at::MemoryFormat::ChannelsLast);
+    AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "conv2d_dgrad_im2col", [&] {
+      dgrad<scalar_t>(p, dy_cl, weight_matrix, dx_cl, select_gemm<scalar_t>(use_blas));
+    });
+    grad_input.copy_(dx_cl);
+    return;
+  }
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "conv2d_dgrad_im2col", [&] {
     (use_outer_parallel(p) ? dgrad_outer<scalar_t> : dgrad<scalar_t>)(p, grad_output, weight_matrix, grad_input, select_gemm<scalar_t>(use_blas));
   });
@@ -360,6 +385,16 @@ void conv2d_wgrad_im2col(const Conv2dProblem& p, const at::Tensor& grad_output, 
                          at::Tensor& grad_weight, bool use_blas) {
   check_pq_collapses(grad_output, "grad_output");
   TORCH_INTERNAL_ASSERT(grad_weight.is_contiguous(), "grad_weight must be contiguous");
+  if (!use_outer_parallel(p) && !is_pointwise(p) && input.stride(1) != 1 && p.C_per_group() > 1) {
+    // channels_last copies of both operands: row im2col and GEMMs over many images at once. The chunking
+    // depends on sizes only, so the summation order (and the bits) stays independent of the thread count.
+    const at::Tensor x_cl = input.contiguous(at::MemoryFormat::ChannelsLast);
+    const at::Tensor dy_cl = grad_output.contiguous(at::MemoryFormat::ChannelsLast);
+    AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "conv2d_wgrad_im2col", [&] {
+      wgrad<scalar_t>(p, dy_cl, x_cl, grad_weight, select_gemm<scalar_t>(use_blas));
+    });
+    return;
+  }
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "conv2d_wgrad_im2col", [&] {
     (use_outer_parallel(p) ? wgrad_outer<scalar_t> : wgrad<scalar_t>)(p, grad_output, input, grad_weight, select_gemm<scalar_t>(use_blas));
   });
@@ -372,10 +407,12 @@ int64_t im2col_workspace_bytes(const Conv2dProblem& p, Conv2dPass pass, bool cha
   const int64_t CRS = p.gemm_k(), PQ = p.P * p.Q;
   if (is_pointwise(p)) return 0;
   if (use_outer_parallel(p)) return at::get_num_threads() * CRS * PQ * elem_size;
-  if (channels_last && pass != Conv2dPass::Dgrad) {
+  const bool nchw_to_rows = pass == Conv2dPass::Fprop && !channels_last && p.C_per_group() > 1;
+  if ((channels_last || nchw_to_rows) && pass != Conv2dPass::Dgrad) {
+    const int64_t copies = nchw_to_rows ? (p.input_numel() + p.output_numel()) * elem_size : 0;
     const int64_t rows = std::min(std::max<int64_t>(64, kColBudgetBytes / (elem_size * std::max<int64_t>(CRS, 1))),
                                   p.N * PQ);
-    return rows * CRS * elem_size + (pass == Conv2dPass::Fprop ? p.weight_numel() * elem_size : 0);
+    return rows * CRS * elem_size + (pass == Conv2dPass::Fprop ? p.weight_numel() * elem_size : 0) + copies;
   }
   return CRS * PQ * elem_size + (channels_last ? p.weight_numel() * elem_size : 0);
 }
