@@ -407,13 +407,14 @@ int64_t im2col_workspace_bytes(const Conv2dProblem& p, Conv2dPass pass, bool cha
   const int64_t CRS = p.gemm_k(), PQ = p.P * p.Q;
   if (is_pointwise(p)) return 0;
   if (use_outer_parallel(p)) return at::get_num_threads() * CRS * PQ * elem_size;
-  const bool nchw_to_rows = pass == Conv2dPass::Fprop && !channels_last && p.C_per_group() > 1;
-  if ((channels_last || nchw_to_rows) && pass != Conv2dPass::Dgrad) {
-    const int64_t copies = nchw_to_rows ? (p.input_numel() + p.output_numel()) * elem_size : 0;
-    const int64_t rows = std::min(std::max<int64_t>(64, kColBudgetBytes / (elem_size * std::max<int64_t>(CRS, 1))),
-                                  p.N * PQ);
-    return rows * CRS * elem_size + (pass == Conv2dPass::Fprop ? p.weight_numel() * elem_size : 0) + copies;
-  }
-  return CRS * PQ * elem_size + (channels_last ? p.weight_numel() * elem_size : 0);
+  // Non-channels_last operands go through channels_last copies (see the entry points below).
+  const bool via_rows = !channels_last && p.C_per_group() > 1;
+  const int64_t copies = via_rows ? (p.input_numel() + p.output_numel()) * elem_size : 0;
+  const int64_t repacked_weight = pass != Conv2dPass::Wgrad ? p.weight_numel() * elem_size : 0;
+  if (pass == Conv2dPass::Dgrad) return CRS * PQ * elem_size + repacked_weight + copies;  // one image's rows
+  const int64_t rows =
+      std::min(std::max<int64_t>(64, kColBudgetBytes / (elem_size * std::max<int64_t>(CRS, 1))), p.N * PQ);
+  return rows * CRS * elem_size + repacked_weight + copies +
+         (pass == Conv2dPass::Wgrad ? p.weight_numel() * elem_size : 0);
 }
 }  // namespace fastconv::cpu
