@@ -113,7 +113,8 @@ Conv2dAlgorithm parse_conv2d_algorithm(c10::string_view algorithm) {
   if (algorithm == "direct") return Conv2dAlgorithm::Direct;
   if (algorithm == "im2col") return Conv2dAlgorithm::Im2col;
   if (algorithm == "im2col_blas") return Conv2dAlgorithm::Im2colBlas;
-  TORCH_CHECK_VALUE(false, "algorithm must be one of 'auto', 'direct', 'im2col', 'im2col_blas', but got '",
+  if (algorithm == "direct_simple") return Conv2dAlgorithm::DirectSimple;
+  TORCH_CHECK_VALUE(false, "algorithm must be one of 'auto', 'direct', 'im2col', 'im2col_blas', 'direct_simple', but got '",
                     std::string(algorithm), "'");
 }
 

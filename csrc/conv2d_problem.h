@@ -62,7 +62,9 @@ struct Pool2dProblem {
   bool ceil_mode;
 };
 
-enum class Conv2dAlgorithm { Auto, Direct, Im2col, Im2colBlas };
+// Direct: the blocked direct kernel where it applies (float32, groups == 1), else the simple loops;
+// DirectSimple: always the simple strided loops (the always-correct fallback).
+enum class Conv2dAlgorithm { Auto, Direct, Im2col, Im2colBlas, DirectSimple };
 
 }  // namespace fastconv
 

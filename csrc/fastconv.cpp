@@ -4,6 +4,7 @@
 #include <torch/library.h>
 #include <torch/version.h>
 
+#include "cpu/conv2d_cpu.h"
 #include "cpu/gemm/gemm.h"
 #include "ops_common.h"
 
@@ -76,4 +77,36 @@ PYBIND11_MODULE(_C, m) {
   m.def("set_poison_outputs", &fastconv::set_poison_outputs,
         "Fill every new kernel output with NaN (or INT64_MIN) before the kernel writes it; for tests.");
   m.def("poison_outputs", &fastconv::poison_outputs);
+  // What algorithm="auto" runs for one CPU call and why, from the same make_conv2d_problem and the same
+  // heuristic the kernels use. dtype: "float32" | "float64" | "float16" | "bfloat16"; pass: fprop | dgrad | wgrad.
+  m.def("conv2d_plan",
+        [](std::vector<int64_t> input_size, std::vector<int64_t> weight_size, std::vector<int64_t> stride,
+           std::vector<int64_t> padding, std::vector<int64_t> dilation, int64_t groups, const std::string& dtype,
+           bool channels_last, const std::string& pass, const std::string& algorithm) {
+          const fastconv::Conv2dProblem p =
+              fastconv::make_conv2d_problem(input_size, weight_size, stride, padding, dilation, groups);
+          at::ScalarType st = dtype == "float64"   ? at::kDouble
+                              : dtype == "float16"  ? at::kHalf
+                              : dtype == "bfloat16" ? at::kBFloat16
+                                                    : at::kFloat;
+          TORCH_CHECK_VALUE(pass == "fprop" || pass == "dgrad" || pass == "wgrad", "pass must be fprop, dgrad or wgrad");
+          const auto ps = pass == "fprop"   ? fastconv::cpu::Conv2dPass::Fprop
+                          : pass == "dgrad" ? fastconv::cpu::Conv2dPass::Dgrad
+                                            : fastconv::cpu::Conv2dPass::Wgrad;
+          // float16/bfloat16 run in float32 on the CPU.
+          const at::ScalarType compute = (st == at::kHalf || st == at::kBFloat16) ? at::kFloat : st;
+          const fastconv::cpu::Conv2dPlan plan = fastconv::cpu::plan_conv2d(p, ps, compute, channels_last, algorithm);
+          pybind11::dict d;
+          d["algorithm"] = plan.name;
+          d["reason"] = plan.reason;
+          d["key"] = plan.key;
+          d["workspace_bytes"] = plan.workspace_bytes;
+          d["autotuned"] = plan.autotuned;
+          d["output_size"] = std::vector<int64_t>{p.N, p.K, p.P, p.Q};
+          d["macs"] = p.macs();
+          return d;
+        });
+  m.def("set_autotuned_choice", &fastconv::cpu::set_autotuned_choice,
+        "Record the algorithm auto should run for a problem key (from conv2d_plan); used by the autotuner.");
+  m.def("clear_autotuned_choices", &fastconv::cpu::clear_autotuned_choices);
 }

@@ -7,7 +7,7 @@ from torch._prims_common import suggest_memory_format
 
 from . import _C  # noqa: F401  (loading the extension registers torch.ops.fastconv)
 
-ALGORITHMS = ("auto", "direct", "im2col", "im2col_blas")
+ALGORITHMS = ("auto", "direct", "im2col", "im2col_blas", "direct_simple")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -89,6 +89,10 @@ def conv2d_with(ops, input, weight, bias, stride, padding, dilation, groups, alg
     stride = _pair("stride", stride)
     dilation = _pair("dilation", dilation)
     padding = _conv_padding(padding, weight, stride, dilation)
+    if algorithm == "auto" and ops is torch.ops.fastconv:
+        from .tuning import maybe_autotune
+
+        maybe_autotune(input, weight, bias, stride, padding, dilation, groups)
     out = ops.conv2d_fprop(input, weight, bias, stride, padding, dilation, groups, algorithm)
     return out.squeeze(0) if unbatched else out
 

@@ -5,17 +5,142 @@
 
 #include "conv2d_cpu.h"
 
+#include <mutex>
+#include <sstream>
+#include <unordered_map>
+
 namespace fastconv::cpu {
 
 namespace {
 
-// auto: im2col+GEMM spends its time in the GEMM and wins whenever there is a reduction to block;
-// depthwise and other tiny-group problems have no GEMM worth the name, so the direct loops win.
-Conv2dAlgorithm choose_algorithm(const Conv2dProblem& p, c10::string_view requested) {
-  const Conv2dAlgorithm algorithm = parse_conv2d_algorithm(requested);
-  if (algorithm != Conv2dAlgorithm::Auto) return algorithm;
-  if (p.K_per_group() < 4 || p.gemm_k() < 4) return Conv2dAlgorithm::Direct;
-  return Conv2dAlgorithm::Im2col;
+const char* algorithm_name(Conv2dAlgorithm a) {
+  switch (a) {
+    case Conv2dAlgorithm::Auto: return "auto";
+    case Conv2dAlgorithm::Direct: return "direct";
+    case Conv2dAlgorithm::Im2col: return "im2col";
+    case Conv2dAlgorithm::Im2colBlas: return "im2col_blas";
+    case Conv2dAlgorithm::DirectSimple: return "direct_simple";
+  }
+  return "?";
+}
+
+bool is_pointwise(const Conv2dProblem& p) {
+  return p.R == 1 && p.S == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0 &&
+         p.P == p.H && p.Q == p.W;
+}
+
+struct Choice {
+  Conv2dAlgorithm algorithm;
+  std::string reason;
+};
+
+// THE heuristic of auto (the only copy; fastconv.explain() reports it through _C.conv2d_plan).
+Choice choose_algorithm(const Conv2dProblem& p, Conv2dPass pass, at::ScalarType dtype, bool channels_last) {
+  (void)channels_last;
+  if (p.K_per_group() < 4 || p.gemm_k() < 4)
+    return {Conv2dAlgorithm::Im2col,
+            "tiny groups (depthwise-like: K/groups < 4 or C/groups*R*S < 4): im2col with (image, group) pairs in "
+            "parallel, each a small serial GEMM"};
+  if (is_pointwise(p))
+    return {Conv2dAlgorithm::Im2col, "1x1 stride 1 without padding: the input itself is the GEMM operand (no im2col)"};
+  if (pass == Conv2dPass::Fprop && direct_blocked_supported(p, dtype) && direct_blocked_uses_avx2() &&
+      p.K >= 16 && p.R * p.S > 1 && p.P * p.Q >= 64)
+    return {Conv2dAlgorithm::Direct,
+            "float32, groups 1, K >= 16, a spatial window and a map of >= 64 pixels: blocked direct kernel "
+            "(6 pixels x 16 channels AVX2 tile over a padded NHWC copy, no column buffer)"};
+  return {Conv2dAlgorithm::Im2col, pass == Conv2dPass::Fprop
+                                       ? "row (channels_last) im2col + one packed GEMM over the batch (1x1 strided, "
+                                         "small maps < 64 pixels, groups, float64, K < 16 or no AVX2)"
+                                       : "backward passes: im2col + packed GEMM (deterministic, fixed reduction order)"};
+}
+
+std::mutex g_tuned_mutex;
+std::unordered_map<std::string, std::string>& tuned_choices() {
+  static std::unordered_map<std::string, std::string> choices;
+  return choices;
+}
+
+std::string problem_key(const Conv2dProblem& p, Conv2dPass pass, at::ScalarType dtype, bool channels_last) {
+  std::ostringstream o;
+  o << (pass == Conv2dPass::Fprop ? "fprop" : pass == Conv2dPass::Dgrad ? "dgrad" : "wgrad") << "|N" << p.N << "C"
+    << p.C << "H" << p.H << "W" << p.W << "|K" << p.K << "R" << p.R << "S" << p.S << "|P" << p.P << "Q" << p.Q
+    << "|pad" << p.pad_h << "," << p.pad_w << "|stride" << p.stride_h << "," << p.stride_w << "|dil"
+    << p.dilation_h << "," << p.dilation_w << "|g" << p.groups << "|" << c10::toString(dtype) << "|"
+    << (channels_last ? "channels_last" : "nchw") << "|threads" << at::get_num_threads();
+  return o.str();
+}
+
+int64_t workspace_for(const Conv2dProblem& p, Conv2dPass pass, Conv2dAlgorithm a, at::ScalarType dtype,
+                      bool channels_last) {
+  const int64_t elem = c10::elementSize(dtype == at::kHalf || dtype == at::kBFloat16 ? at::kFloat : dtype);
+  if (a == Conv2dAlgorithm::Im2col || a == Conv2dAlgorithm::Im2colBlas)
+    return im2col_workspace_bytes(p, pass, channels_last, elem);
+  if (a == Conv2dAlgorithm::Direct && pass == Conv2dPass::Fprop && direct_blocked_supported(p, dtype))
+    return direct_blocked_workspace_bytes(p);
+  return 0;
+}
+
+}  // namespace
+
+Conv2dPlan plan_conv2d(const Conv2dProblem& p, Conv2dPass pass, at::ScalarType dtype, bool channels_last,
+                       c10::string_view requested) {
+  Conv2dPlan plan;
+  plan.key = problem_key(p, pass, dtype, channels_last);
+  plan.autotuned = false;
+  const Conv2dAlgorithm asked = parse_conv2d_algorithm(requested);
+  if (asked != Conv2dAlgorithm::Auto) {
+    plan.algorithm = asked;
+    plan.reason = "requested explicitly";
+  } else {
+    std::string tuned;
+    {
+      std::lock_guard<std::mutex> lock(g_tuned_mutex);
+      auto it = tuned_choices().find(plan.key);
+      if (it != tuned_choices().end()) tuned = it->second;
+    }
+    if (!tuned.empty()) {
+      plan.algorithm = parse_conv2d_algorithm(tuned);
+      plan.reason = "autotuner: fastest measured for this problem key";
+      plan.autotuned = true;
+    } else {
+      Choice c = choose_algorithm(p, pass, dtype, channels_last);
+      plan.algorithm = c.algorithm;
+      plan.reason = "heuristic: " + c.reason;
+    }
+  }
+  plan.name = algorithm_name(plan.algorithm);
+  if ((plan.algorithm == Conv2dAlgorithm::Im2col || plan.algorithm == Conv2dAlgorithm::Im2colBlas) &&
+      is_pointwise(p))
+    plan.name += " (1x1 GEMM, no column buffer)";
+  if (plan.algorithm == Conv2dAlgorithm::Direct && !(pass == Conv2dPass::Fprop && direct_blocked_supported(p, dtype)))
+    plan.name += " (simple loops: the blocked kernel does not apply)";
+  plan.workspace_bytes = workspace_for(p, pass, plan.algorithm, dtype, channels_last);
+  return plan;
+}
+
+void set_autotuned_choice(const std::string& key, const std::string& algorithm) {
+  const Conv2dAlgorithm a = parse_conv2d_algorithm(algorithm);
+  TORCH_CHECK_VALUE(a != Conv2dAlgorithm::Auto, "an autotuned choice must name an algorithm, not 'auto'");
+  std::lock_guard<std::mutex> lock(g_tuned_mutex);
+  tuned_choices()[key] = algorithm;
+}
+
+void clear_autotuned_choices() {
+  std::lock_guard<std::mutex> lock(g_tuned_mutex);
+  tuned_choices().clear();
+}
+
+namespace {
+
+bool is_channels_last(const at::Tensor& t) {
+  return t.dim() == 4 && t.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
+}
+
+Conv2dAlgorithm choose(const Conv2dProblem& p, Conv2dPass pass, const at::Tensor& layout_of,
+                       c10::string_view requested) {
+  const Conv2dAlgorithm asked = parse_conv2d_algorithm(requested);
+  if (asked != Conv2dAlgorithm::Auto) return asked;
+  return plan_conv2d(p, pass, layout_of.scalar_type(), is_channels_last(layout_of), requested).algorithm;
 }
 
 // float16 / bfloat16 (autocast) run in float32 and are rounded once at the end: PyTorch's CPU
@@ -43,11 +168,13 @@ at::Tensor conv2d_fprop(const at::Tensor& input, const at::Tensor& weight, const
   const Conv2dProblem p = make_conv2d_problem(input.sizes(), weight.sizes(), stride, padding, dilation, groups);
   const at::Tensor bias_tensor = bias.has_value() ? *bias : at::Tensor();
   if (bias_tensor.defined()) check_conv2d_bias(p, input, bias_tensor);
-  const Conv2dAlgorithm chosen = choose_algorithm(p, algorithm);
+  const Conv2dAlgorithm chosen = choose(p, Conv2dPass::Fprop, input, algorithm);
   at::Tensor output =
       new_output({p.N, p.K, p.P, p.Q}, input.options(), conv2d_output_memory_format(input, weight));
   if (output.numel() == 0) return output;
-  if (chosen == Conv2dAlgorithm::Direct) {
+  if (chosen == Conv2dAlgorithm::Direct && direct_blocked_supported(p, input.scalar_type())) {
+    conv2d_fprop_direct_blocked(p, input, weight, bias_tensor, output);
+  } else if (chosen == Conv2dAlgorithm::Direct || chosen == Conv2dAlgorithm::DirectSimple) {
     conv2d_fprop_direct(p, input, weight, bias_tensor, output);
   } else {
     conv2d_fprop_im2col(p, input, weight, bias_tensor, output, chosen == Conv2dAlgorithm::Im2colBlas);
@@ -67,12 +194,12 @@ at::Tensor conv2d_dgrad(const at::Tensor& grad_output, const at::Tensor& weight,
   const Conv2dProblem p = make_conv2d_problem(C10_AS_INTARRAYREF_SLOW(input_size), weight.sizes(), stride,
                                               padding, dilation, groups);
   check_conv2d_grad_output(p, grad_output);
-  const Conv2dAlgorithm chosen = choose_algorithm(p, algorithm);
+  const Conv2dAlgorithm chosen = choose(p, Conv2dPass::Dgrad, grad_output, algorithm);
   at::Tensor grad_input = new_output({p.N, p.C, p.H, p.W}, grad_output.options(),
                                      conv2d_output_memory_format(grad_output, weight));
   if (grad_input.numel() == 0) return grad_input;
   const at::Tensor dy = gemm_friendly(grad_output);
-  if (chosen == Conv2dAlgorithm::Direct) {
+  if (chosen == Conv2dAlgorithm::Direct || chosen == Conv2dAlgorithm::DirectSimple) {
     conv2d_dgrad_direct(p, dy, weight, grad_input);
   } else {
     conv2d_dgrad_im2col(p, dy, weight, grad_input, chosen == Conv2dAlgorithm::Im2colBlas);
@@ -92,11 +219,11 @@ at::Tensor conv2d_wgrad(const at::Tensor& grad_output, const at::Tensor& input, 
   const Conv2dProblem p = make_conv2d_problem(input.sizes(), C10_AS_INTARRAYREF_SLOW(weight_size), stride,
                                               padding, dilation, groups);
   check_conv2d_grad_output(p, grad_output);
-  const Conv2dAlgorithm chosen = choose_algorithm(p, algorithm);
+  const Conv2dAlgorithm chosen = choose(p, Conv2dPass::Wgrad, input, algorithm);
   at::Tensor grad_weight = new_output({p.K, p.C_per_group(), p.R, p.S}, grad_output.options());
   if (grad_weight.numel() == 0) return grad_weight;
   const at::Tensor dy = gemm_friendly(grad_output);
-  if (chosen == Conv2dAlgorithm::Direct) {
+  if (chosen == Conv2dAlgorithm::Direct || chosen == Conv2dAlgorithm::DirectSimple) {
     conv2d_wgrad_direct(p, dy, input, grad_weight);
   } else {
     conv2d_wgrad_im2col(p, dy, input, grad_weight, chosen == Conv2dAlgorithm::Im2colBlas);

@@ -4,6 +4,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <string>
+
 #include "../ops_common.h"
 
 namespace fastconv::cpu {
@@ -28,5 +30,31 @@ void conv2d_dgrad_im2col(const Conv2dProblem& p, const at::Tensor& grad_output, 
                          at::Tensor& grad_input, bool use_blas);
 void conv2d_wgrad_im2col(const Conv2dProblem& p, const at::Tensor& grad_output, const at::Tensor& input,
                          at::Tensor& grad_weight, bool use_blas);
+
+// The blocked direct forward (conv2d_direct_blocked.cpp): float32, groups == 1.
+bool direct_blocked_supported(const Conv2dProblem& p, at::ScalarType dtype);
+bool direct_blocked_uses_avx2();
+int64_t direct_blocked_workspace_bytes(const Conv2dProblem& p);
+void conv2d_fprop_direct_blocked(const Conv2dProblem& p, const at::Tensor& input, const at::Tensor& weight,
+                                 const at::Tensor& bias, at::Tensor& output, bool force_portable = false);
+
+// Bytes of column buffer the im2col path allocates for this pass (0 for the 1x1 GEMM).
+enum class Conv2dPass { Fprop, Dgrad, Wgrad };
+int64_t im2col_workspace_bytes(const Conv2dProblem& p, Conv2dPass pass, bool channels_last, int64_t elem_size);
+
+// What auto runs for one call, and why: the one heuristic (choose_algorithm in conv2d_cpu.cpp) or a
+// choice the autotuner recorded for this problem key.
+struct Conv2dPlan {
+  Conv2dAlgorithm algorithm;
+  std::string name;    // "direct", "direct_simple", "im2col", "im2col_1x1_gemm"
+  std::string reason;
+  std::string key;     // the autotuner's key for this problem
+  int64_t workspace_bytes;
+  bool autotuned;
+};
+Conv2dPlan plan_conv2d(const Conv2dProblem& p, Conv2dPass pass, at::ScalarType dtype, bool channels_last,
+                       c10::string_view requested);
+void set_autotuned_choice(const std::string& key, const std::string& algorithm);
+void clear_autotuned_choices();
 
 }  // namespace fastconv::cpu

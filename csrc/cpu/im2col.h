@@ -67,3 +67,77 @@ void col2im_gather(const Conv2dProblem& p, const T* col, T* x, int64_t x_stride_
 }
 
 }  // namespace fastconv::cpu
+
+namespace fastconv::cpu {
+
+// Channel range [c_begin, c_end) of im2col, so the rows of one column matrix can be filled in parallel.
+template <typename T>
+void im2col_channels(const Conv2dProblem& p, const T* x, int64_t x_stride_c, int64_t x_stride_h,
+                     int64_t x_stride_w, T* col, int64_t c_begin, int64_t c_end) {
+  Conv2dProblem one = p;
+  one.C = (c_end - c_begin) * p.groups;  // C_per_group() == c_end - c_begin
+  im2col(one, x + c_begin * x_stride_c, x_stride_c, x_stride_h, x_stride_w, col + c_begin * p.R * p.S * p.P * p.Q);
+}
+
+// Channels-last (row) im2col: one row per output pixel, row[(r * S + s) * Cg + c], so a channels_last
+// input (unit channel stride) is copied in runs of Cg contiguous values. Rows [m_begin, m_end) of the
+// pixels of one image; x points at channel 0 of this image's group.
+template <typename T>
+void im2col_rows(const Conv2dProblem& p, const T* x, int64_t x_stride_c, int64_t x_stride_h, int64_t x_stride_w,
+                 T* col, int64_t m_begin, int64_t m_end) {
+  const int64_t Cg = p.C_per_group(), CRS = p.gemm_k();
+  for (int64_t m = m_begin; m < m_end; ++m) {
+    const int64_t out_h = m / p.Q, out_w = m % p.Q;
+    T* dst = col + (m - m_begin) * CRS;
+    for (int64_t r = 0; r < p.R; ++r) {
+      const int64_t h = out_h * p.stride_h - p.pad_h + r * p.dilation_h;
+      for (int64_t s = 0; s < p.S; ++s, dst += Cg) {
+        const int64_t w = out_w * p.stride_w - p.pad_w + s * p.dilation_w;
+        if (h < 0 || h >= p.H || w < 0 || w >= p.W) {
+          for (int64_t c = 0; c < Cg; ++c) dst[c] = T(0);
+          continue;
+        }
+        const T* src = x + h * x_stride_h + w * x_stride_w;
+        if (x_stride_c == 1) {
+          for (int64_t c = 0; c < Cg; ++c) dst[c] = src[c];
+        } else {
+          for (int64_t c = 0; c < Cg; ++c) dst[c] = src[c * x_stride_c];
+        }
+      }
+    }
+  }
+}
+
+// The inverse of im2col_rows as a gather, for input rows [h_begin, h_end) of one image: each input
+// pixel sums, in a fixed (r, s) order, the row segments that came from it. col holds all P*Q rows.
+template <typename T>
+void col2im_rows_gather(const Conv2dProblem& p, const T* col, T* x, int64_t x_stride_c, int64_t x_stride_h,
+                        int64_t x_stride_w, int64_t h_begin, int64_t h_end) {
+  const int64_t Cg = p.C_per_group(), CRS = p.gemm_k();
+  for (int64_t h = h_begin; h < h_end; ++h) {
+    for (int64_t w = 0; w < p.W; ++w) {
+      T* dst = x + h * x_stride_h + w * x_stride_w;
+      for (int64_t c = 0; c < Cg; ++c) dst[c * x_stride_c] = T(0);
+      for (int64_t r = 0; r < p.R; ++r) {
+        const int64_t h_offset = h + p.pad_h - r * p.dilation_h;
+        if (h_offset < 0 || h_offset % p.stride_h != 0) continue;
+        const int64_t out_h = h_offset / p.stride_h;
+        if (out_h >= p.P) continue;
+        for (int64_t s = 0; s < p.S; ++s) {
+          const int64_t w_offset = w + p.pad_w - s * p.dilation_w;
+          if (w_offset < 0 || w_offset % p.stride_w != 0) continue;
+          const int64_t out_w = w_offset / p.stride_w;
+          if (out_w >= p.Q) continue;
+          const T* src = col + (out_h * p.Q + out_w) * CRS + (r * p.S + s) * Cg;
+          if (x_stride_c == 1) {
+            for (int64_t c = 0; c < Cg; ++c) dst[c] += src[c];
+          } else {
+            for (int64_t c = 0; c < Cg; ++c) dst[c * x_stride_c] += src[c];
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace fastconv::cpu
