@@ -60,7 +60,7 @@ void fprop_kernel(const Conv2dProblem& p, const T* x, Strides4 xs, const T* w, S
 }
 
 // grad_input[n, c, h, w] gathers grad_output[n, k, out_h, out_w] * weight[k, c, r, s] over every (k, r, s)
-// whose window covers (h, w): out_h = (h + pad_h - r * dilation_h) / stride_h when that divides exactly.
+// whose window covers (h, w) (Conv2dProblem::output_row_of_tap / output_col_of_tap).
 template <typename T>
 void dgrad_kernel(const Conv2dProblem& p, const T* dy, Strides4 dys, const T* w, Strides4 ws, T* dx,
                   Strides4 dxs) {
@@ -76,13 +76,11 @@ void dgrad_kernel(const Conv2dProblem& p, const T* dy, Strides4 dys, const T* w,
             const T* dy_plane = dy + n * dys.n + k * dys.c;
             const T* w_plane = w + k * ws.n + c_in_group * ws.c;
             for (int64_t r = 0; r < p.R; ++r) {
-              const int64_t h_offset = h + p.pad_h - r * p.dilation_h;
-              if (h_offset < 0 || h_offset % p.stride_h != 0 || h_offset / p.stride_h >= p.P) continue;
-              const int64_t out_h = h_offset / p.stride_h;
+              const int64_t out_h = p.output_row_of_tap(h, r);
+              if (out_h < 0) continue;
               for (int64_t s = 0; s < p.S; ++s) {
-                const int64_t w_offset = x_w + p.pad_w - s * p.dilation_w;
-                if (w_offset < 0 || w_offset % p.stride_w != 0 || w_offset / p.stride_w >= p.Q) continue;
-                const int64_t out_w = w_offset / p.stride_w;
+                const int64_t out_w = p.output_col_of_tap(x_w, s);
+                if (out_w < 0) continue;
                 acc += dy_plane[out_h * dys.h + out_w * dys.w] * w_plane[r * ws.h + s * ws.w];
               }
             }

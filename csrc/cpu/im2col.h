@@ -48,15 +48,11 @@ void col2im_gather(const Conv2dProblem& p, const T* col, T* x, int64_t x_stride_
       for (int64_t w = 0; w < p.W; ++w) {
         T sum = T(0);
         for (int64_t r = 0; r < p.R; ++r) {
-          const int64_t h_offset = h + p.pad_h - r * p.dilation_h;
-          if (h_offset < 0 || h_offset % p.stride_h != 0) continue;
-          const int64_t out_h = h_offset / p.stride_h;
-          if (out_h >= p.P) continue;
+          const int64_t out_h = p.output_row_of_tap(h, r);
+          if (out_h < 0) continue;
           for (int64_t s = 0; s < p.S; ++s) {
-            const int64_t w_offset = w + p.pad_w - s * p.dilation_w;
-            if (w_offset < 0 || w_offset % p.stride_w != 0) continue;
-            const int64_t out_w = w_offset / p.stride_w;
-            if (out_w >= p.Q) continue;
+            const int64_t out_w = p.output_col_of_tap(w, s);
+            if (out_w < 0) continue;
             sum += col[((c * p.R + r) * p.S + s) * PQ + out_h * p.Q + out_w];
           }
         }
@@ -119,15 +115,11 @@ void col2im_rows_gather(const Conv2dProblem& p, const T* col, T* x, int64_t x_st
       T* dst = x + h * x_stride_h + w * x_stride_w;
       for (int64_t c = 0; c < Cg; ++c) dst[c * x_stride_c] = T(0);
       for (int64_t r = 0; r < p.R; ++r) {
-        const int64_t h_offset = h + p.pad_h - r * p.dilation_h;
-        if (h_offset < 0 || h_offset % p.stride_h != 0) continue;
-        const int64_t out_h = h_offset / p.stride_h;
-        if (out_h >= p.P) continue;
+        const int64_t out_h = p.output_row_of_tap(h, r);
+        if (out_h < 0) continue;
         for (int64_t s = 0; s < p.S; ++s) {
-          const int64_t w_offset = w + p.pad_w - s * p.dilation_w;
-          if (w_offset < 0 || w_offset % p.stride_w != 0) continue;
-          const int64_t out_w = w_offset / p.stride_w;
-          if (out_w >= p.Q) continue;
+          const int64_t out_w = p.output_col_of_tap(w, s);
+          if (out_w < 0) continue;
           const T* src = col + (out_h * p.Q + out_w) * CRS + (r * p.S + s) * Cg;
           if (x_stride_c == 1) {
             for (int64_t c = 0; c < Cg; ++c) dst[c] += src[c];
