@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "conv2d_cpu.h"
+#include "cpu_features.h"
 
 #if (defined(__x86_64__) || defined(__i386__)) && !defined(FASTCONV_GEMM_NO_AVX2)
 #include <immintrin.h>
@@ -27,13 +28,10 @@ namespace {
 constexpr int kTileQ = 6;   // output pixels per register tile
 constexpr int kTileK = 16;  // output channels per register tile (two 8-float vectors)
 
-bool cpu_has_avx2_fma() {
+// AVX2 code exists in this build and the CPU can run it.
+bool avx2_usable() {
 #ifdef FC_HAVE_AVX2_CODE
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return has;
+  return cpu_has_avx2_fma();
 #else
   return false;
 #endif
@@ -147,7 +145,7 @@ bool direct_blocked_supported(const Conv2dProblem& p, at::ScalarType dtype) {
   return dtype == at::kFloat && p.groups == 1;
 }
 
-bool direct_blocked_uses_avx2() { return cpu_has_avx2_fma(); }
+bool direct_blocked_uses_avx2() { return avx2_usable(); }
 
 int64_t direct_blocked_workspace_bytes(const Conv2dProblem& p) {
   const int64_t pad_b = std::max<int64_t>(0, (p.P - 1) * p.stride_h + (p.R - 1) * p.dilation_h + 1 - p.H - p.pad_h);
@@ -180,7 +178,7 @@ void conv2d_fprop_direct_blocked(const Conv2dProblem& p, const at::Tensor& input
   const float* bp = bias.defined() ? b_t.const_data_ptr<float>() : nullptr;
   float* y = output.mutable_data_ptr<float>();
   const Strides4 ys = strides_of(output);
-  const bool avx2 = !force_portable && cpu_has_avx2_fma();
+  const bool avx2 = !force_portable && avx2_usable();
   // Tiles are 6 consecutive output pixels in (p, q) order, wrapping across rows, so small maps (7x7)
   // still fill the tile. Tasks are (K block, image, group of tiles), K block slowest so a thread's weight
   // block stays in cache.

@@ -140,6 +140,20 @@ void for_row_chunks(int64_t N, int64_t PQ, int64_t chunk, bool across, F&& f) {
   }
 }
 
+// Rows [m0, m1) of group g's row-major column matrix [N*P*Q, Cg*R*S] (row m = image m / PQ, pixel
+// m % PQ), in parallel over rows.
+template <typename T>
+void im2col_row_range(const Conv2dProblem& p, const T* x, const Strides4& xs, int64_t g, int64_t m0, int64_t m1,
+                      T* col) {
+  const int64_t PQ = p.P * p.Q, CRS = p.gemm_k(), Cg = p.C_per_group();
+  at::parallel_for(m0, m1, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t m = begin; m < end; ++m) {
+      const int64_t n = m / PQ, pix = m % PQ;
+      im2col_rows(p, x + n * xs.n + g * Cg * xs.c, xs.c, xs.h, xs.w, col + (m - m0) * CRS, pix, pix + 1);
+    }
+  });
+}
+
 template <typename T>
 void fill_bias(const Conv2dProblem& p, const T* b, T* y, Strides4 ys) {
   at::parallel_for(0, p.N * p.P, 1, [&](int64_t begin, int64_t end) {
@@ -192,13 +206,7 @@ void fprop(const Conv2dProblem& p, const at::Tensor& input, const at::Tensor& we
     std::vector<T> col(std::min(chunk, across ? p.N * PQ : PQ) * CRS);
     for (int64_t g = 0; g < p.groups; ++g)
       for_row_chunks(p.N, PQ, chunk, across, [&](int64_t m0, int64_t m1) {
-        at::parallel_for(m0, m1, 8, [&](int64_t begin, int64_t end) {
-          for (int64_t m = begin; m < end; ++m) {
-            const int64_t n = m / PQ, pix = m % PQ;
-            im2col_rows(p, x + n * xs.n + g * Cg * xs.c, xs.c, xs.h, xs.w, col.data() + (m - m0) * CRS, pix,
-                        pix + 1);
-          }
-        });
+        im2col_row_range(p, x, xs, g, m0, m1, col.data());
         const int64_t n = m0 / PQ, pix = m0 % PQ;
         gemm_fn(m1 - m0, Kg, CRS, col.data(), CRS, 1, wp + g * Kg * CRS, 1, CRS,
                 y + n * ys.n + pix * ys.w + g * Kg * ys.c, ys.w, ys.c, acc);
@@ -307,13 +315,7 @@ void wgrad(const Conv2dProblem& p, const at::Tensor& grad_output, const at::Tens
     std::vector<T> col(std::min(chunk, across ? p.N * PQ : PQ) * CRS);
     for (int64_t g = 0; g < p.groups; ++g)
       for_row_chunks(p.N, PQ, chunk, across, [&](int64_t m0, int64_t m1) {
-        at::parallel_for(m0, m1, 8, [&](int64_t begin, int64_t end) {
-          for (int64_t m = begin; m < end; ++m) {
-            const int64_t n = m / PQ, pix = m % PQ;
-            im2col_rows(p, x + n * xs.n + g * Cg * xs.c, xs.c, xs.h, xs.w, col.data() + (m - m0) * CRS, pix,
-                        pix + 1);
-          }
-        });
+        im2col_row_range(p, x, xs, g, m0, m1, col.data());
         const int64_t n = m0 / PQ, pix = m0 % PQ;
         gemm_fn(Kg, CRS, m1 - m0, dy + n * dys.n + pix * dys.w + g * Kg * dys.c, dys.c, dys.w, col.data(), CRS, 1,
                 dwp + g * Kg * CRS, CRS, 1, m0 > 0);

@@ -15,24 +15,13 @@
 #include <cstring>
 #include <new>
 
+#include "../cpu_features.h"
 #include "gemm_internal.h"
 #include "pack.h"
 
 namespace fastconv::cpu {
 namespace gemm_detail {
 namespace {
-
-bool cpu_has_avx2_fma() {
-#if defined(__x86_64__) || defined(__i386__)
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return has;
-#else
-  return false;
-#endif
-}
 
 bool env_forces_portable() {
   static const bool forced = [] {
