@@ -395,13 +395,10 @@ def model_candidates(algorithms, *, device, dtype, layout, batch=8, size=112):
         return step
 
     def converted(algorithm):
-        import fastconv.nn as fnn  # ModuleNotFoundError until fastconv.nn exists: n/a
-        try:
-            model = fnn.convert(build(), algorithm=algorithm)
-        except TypeError:
-            if algorithm != "auto":
-                raise
-            model = fnn.convert(build())
+        import fastconv.nn as fnn
+
+        model = build()
+        fnn.convert(model, algorithm=algorithm)  # in place; returns a report
         return stepper(model)
 
     out = {BASELINE: lambda: stepper(build())}
