@@ -19,11 +19,42 @@ void check_pair(const char* name, c10::IntArrayRef values) {
               name, "=", values);
 }
 
+PaddingMode parse_padding_mode(c10::string_view mode) {
+  if (mode == "zeros") return PaddingMode::Zeros;
+  if (mode == "reflect") return PaddingMode::Reflect;
+  if (mode == "replicate") return PaddingMode::Replicate;
+  if (mode == "circular") return PaddingMode::Circular;
+  TORCH_CHECK_VALUE(false,
+                    "padding_mode must be one of {'zeros', 'reflect', 'replicate', 'circular'}, but got padding_mode='",
+                    std::string(mode), "'");
+}
+
+// The limits torch.nn.functional.pad puts on each mode, so a padded coordinate maps into the input after
+// one reflection or one wrap (Conv2dProblem::source_row relies on it).
+void check_padding_fits(PaddingMode mode, c10::string_view mode_name, c10::IntArrayRef input_size,
+                        const int64_t (&pads)[4]) {
+  if (mode == PaddingMode::Zeros) return;
+  TORCH_CHECK(input_size[1] > 0 && input_size[2] > 0 && input_size[3] > 0, "padding_mode='", std::string(mode_name),
+              "' expects an input with non-zero channels, height and width, but got input of size: ", input_size);
+  for (int d = 0; d < 2; ++d) {
+    const int64_t extent = input_size[2 + d], before = pads[2 * d], after = pads[2 * d + 1];
+    if (mode == PaddingMode::Reflect) {
+      TORCH_CHECK(before < extent && after < extent, "padding_mode='reflect': padding (", before, ", ", after,
+                  ") should be less than the corresponding input dimension, but got input of size ", input_size,
+                  " at dimension ", 2 + d);
+    } else if (mode == PaddingMode::Circular) {
+      TORCH_CHECK(before <= extent && after <= extent, "padding_mode='circular': padding (", before, ", ", after,
+                  ") causes wrapping around more than once for input of size ", input_size, " at dimension ",
+                  2 + d);
+    }
+  }
+}
+
 }  // namespace
 
 Conv2dProblem make_conv2d_problem(c10::IntArrayRef input_size, c10::IntArrayRef weight_size,
                                   c10::IntArrayRef stride, c10::IntArrayRef padding,
-                                  c10::IntArrayRef dilation, int64_t groups) {
+                                  c10::IntArrayRef dilation, int64_t groups, c10::string_view padding_mode) {
   TORCH_CHECK(input_size.size() == 4,
               "Expected 4D (batched) input to conv2d, but got input of size: ", input_size);
   TORCH_CHECK(weight_size.size() == 4,
@@ -38,6 +69,7 @@ Conv2dProblem make_conv2d_problem(c10::IntArrayRef input_size, c10::IntArrayRef 
   for (int64_t d : dilation)
     TORCH_CHECK(d > 0, "non-positive dilation is not supported, but got dilation=", dilation);
   for (int64_t q : padding) TORCH_CHECK(q >= 0, "negative padding is not supported, but got padding=", padding);
+  const PaddingMode mode = parse_padding_mode(padding_mode);
   TORCH_CHECK(groups > 0, "non-positive groups is not supported, but got groups=", groups);
   for (int64_t s : input_size) TORCH_CHECK(s >= 0, "input sizes must be non-negative, but got ", input_size);
   for (int64_t s : weight_size) TORCH_CHECK(s >= 0, "weight sizes must be non-negative, but got ", weight_size);
@@ -55,6 +87,7 @@ Conv2dProblem make_conv2d_problem(c10::IntArrayRef input_size, c10::IntArrayRef 
   p.dilation_h = dilation[0];
   p.dilation_w = dilation[1];
   p.groups = groups;
+  p.padding_mode = mode;
   const bool symmetric = padding.size() == 2;
   p.pad_h = padding[0];
   p.pad_w = symmetric ? padding[1] : padding[2];
@@ -69,6 +102,9 @@ Conv2dProblem make_conv2d_problem(c10::IntArrayRef input_size, c10::IntArrayRef 
               ", expected input", input_size, " to have ", weight_size[1] * groups, " channels, but got ", p.C,
               " channels instead");
   TORCH_CHECK(p.R > 0 && p.S > 0, "expected a non-empty kernel, but got weight of size ", weight_size);
+
+  const int64_t pads[4] = {p.pad_h, pad_bottom, p.pad_w, pad_right};
+  check_padding_fits(mode, padding_mode, input_size, pads);
 
   const int64_t padded_h = p.H + p.pad_h + pad_bottom;
   const int64_t padded_w = p.W + p.pad_w + pad_right;

@@ -13,13 +13,14 @@ namespace {
 // The schemas, written once. The native library (CPU and CUDA kernels) and the emulated library (the CUDA
 // kernel source run on the CPU by the SIMT emulator) declare the same ops, so one Python layer serves both.
 void define_ops(torch::Library& m) {
-  // padding is (pad_h, pad_w) or (top, bottom, left, right); algorithm is auto | direct | im2col | im2col_blas.
+  // padding is (pad_h, pad_w) or (top, bottom, left, right); algorithm is auto | direct | im2col | im2col_blas
+  // | direct_simple; padding_mode is torch.nn.Conv2d's (zeros | reflect | replicate | circular).
   m.def("conv2d_fprop(Tensor input, Tensor weight, Tensor? bias, int[2] stride, int[] padding, "
-        "int[2] dilation, int groups, str algorithm) -> Tensor");
+        "int[2] dilation, int groups, str algorithm, str padding_mode=\"zeros\") -> Tensor");
   m.def("_conv2d_dgrad(Tensor grad_output, Tensor weight, SymInt[4] input_size, int[2] stride, int[] padding, "
-        "int[2] dilation, int groups, str algorithm) -> Tensor");
+        "int[2] dilation, int groups, str algorithm, str padding_mode=\"zeros\") -> Tensor");
   m.def("_conv2d_wgrad(Tensor grad_output, Tensor input, SymInt[4] weight_size, int[2] stride, int[] padding, "
-        "int[2] dilation, int groups, str algorithm) -> Tensor");
+        "int[2] dilation, int groups, str algorithm, str padding_mode=\"zeros\") -> Tensor");
   m.def("_conv2d_bgrad(Tensor grad_output) -> Tensor");
   // Returns (output, indices); indices are int64 flat positions h * W + w in the input plane, as PyTorch's.
   m.def("max_pool2d_fprop(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, int[2] dilation, "
@@ -82,9 +83,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("conv2d_plan",
         [](std::vector<int64_t> input_size, std::vector<int64_t> weight_size, std::vector<int64_t> stride,
            std::vector<int64_t> padding, std::vector<int64_t> dilation, int64_t groups, const std::string& dtype,
-           bool channels_last, const std::string& pass, const std::string& algorithm) {
-          const fastconv::Conv2dProblem p =
-              fastconv::make_conv2d_problem(input_size, weight_size, stride, padding, dilation, groups);
+           bool channels_last, const std::string& pass, const std::string& algorithm,
+           const std::string& padding_mode) {
+          const fastconv::Conv2dProblem p = fastconv::make_conv2d_problem(input_size, weight_size, stride, padding,
+                                                                          dilation, groups, padding_mode);
           at::ScalarType st = dtype == "float64"   ? at::kDouble
                               : dtype == "float16"  ? at::kHalf
                               : dtype == "bfloat16" ? at::kBFloat16

@@ -10,10 +10,11 @@
 namespace fastconv {
 
 // Validates sizes and hyper-parameters (messages name the argument, as PyTorch's do) and derives P, Q.
-// padding is (pad_h, pad_w) or (pad_top, pad_bottom, pad_left, pad_right).
+// padding is (pad_h, pad_w) or (pad_top, pad_bottom, pad_left, pad_right); padding_mode is
+// torch.nn.Conv2d's: zeros | reflect | replicate | circular.
 Conv2dProblem make_conv2d_problem(c10::IntArrayRef input_size, c10::IntArrayRef weight_size,
                                   c10::IntArrayRef stride, c10::IntArrayRef padding,
-                                  c10::IntArrayRef dilation, int64_t groups);
+                                  c10::IntArrayRef dilation, int64_t groups, c10::string_view padding_mode);
 
 // Tensor-level checks shared by every backend: floating dtypes that agree, one device.
 void check_conv2d_tensors(const char* op, const at::Tensor& first, const char* first_name,

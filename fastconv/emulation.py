@@ -7,9 +7,10 @@ import torch
 from . import ops
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto"):
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto",
+           padding_mode="zeros"):
     return ops.conv2d_with(torch.ops.fastconv_emulated, input, weight, bias, stride, padding, dilation, groups,
-                           algorithm)
+                           algorithm, padding_mode)
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):

@@ -37,13 +37,9 @@ class Conv2d(torch.nn.Conv2d):
         return s
 
     def _conv_forward(self, input, weight, bias):
-        if self.padding_mode != "zeros":
-            # Exactly as torch.nn.Conv2d: pad explicitly, then convolve without padding.
-            input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            return ops.conv2d(input, weight, bias, self.stride, 0, self.dilation, self.groups,
-                              algorithm=self.algorithm)
+        # reflect / replicate / circular are applied inside the kernels (torch.nn.Conv2d pads a copy).
         return ops.conv2d(input, weight, bias, self.stride, self.padding, self.dilation, self.groups,
-                          algorithm=self.algorithm)
+                          algorithm=self.algorithm, padding_mode=self.padding_mode)
 
 
 class MaxPool2d(torch.nn.MaxPool2d):

@@ -8,6 +8,7 @@ from torch._prims_common import suggest_memory_format
 from . import _C  # noqa: F401  (loading the extension registers torch.ops.fastconv)
 
 ALGORITHMS = ("auto", "direct", "im2col", "im2col_blas", "direct_simple")
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -37,13 +38,19 @@ def _conv_padding(padding, weight, stride, dilation):
             raise RuntimeError(f"Invalid padding string: '{padding}'")
         if any(s != 1 for s in stride):
             raise RuntimeError("padding='same' is not supported for strided convolutions")
-        pads = []
-        for d, k in zip(dilation, weight.shape[2:]):
-            total = d * (k - 1)
-            pads += [total // 2, total - total // 2]
-        return tuple(pads)
+        return same_padding(weight.shape[2:], dilation)
     pad_h, pad_w = _pair("padding", padding)
     return (pad_h, pad_h, pad_w, pad_w)
+
+
+def same_padding(kernel_size, dilation):
+    """padding="same" as (top, bottom, left, right): the extra pixel of an even effective kernel goes to
+    the bottom/right, as in PyTorch."""
+    pads = []
+    for d, k in zip(dilation, kernel_size):
+        total = d * (k - 1)
+        pads += [total // 2, total - total // 2]
+    return tuple(pads)
 
 
 def _batched(input, op, ndim=4):
@@ -62,13 +69,22 @@ def _check_algorithm(algorithm):
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, but got {algorithm!r}")
 
 
+def _check_padding_mode(padding_mode):
+    if padding_mode not in PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {PADDING_MODES}, but got padding_mode={padding_mode!r}")
+
+
 # ----------------------------------------------------------------------------------------------------
 # Public functions
 # ----------------------------------------------------------------------------------------------------
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto"):
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto",
+           padding_mode="zeros"):
     """fastconv's conv2d: the signature, defaults and semantics of torch.nn.functional.conv2d, plus the
-    choice of algorithm ("auto", "direct", "im2col", or "im2col_blas" for comparison)."""
-    return conv2d_with(torch.ops.fastconv, input, weight, bias, stride, padding, dilation, groups, algorithm)
+    choice of algorithm ("auto", "direct", "im2col", or "im2col_blas" for comparison) and torch.nn.Conv2d's
+    padding_mode ("zeros", "reflect", "replicate", "circular"), which the kernels apply as they read the
+    input (no padded copy)."""
+    return conv2d_with(torch.ops.fastconv, input, weight, bias, stride, padding, dilation, groups, algorithm,
+                       padding_mode)
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
@@ -77,9 +93,10 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
                            return_indices)
 
 
-def conv2d_with(ops, input, weight, bias, stride, padding, dilation, groups, algorithm):
+def conv2d_with(ops, input, weight, bias, stride, padding, dilation, groups, algorithm, padding_mode="zeros"):
     """conv2d on one operator library: torch.ops.fastconv (native kernels) or torch.ops.fastconv_emulated."""
     _check_algorithm(algorithm)
+    _check_padding_mode(padding_mode)
     input, unbatched = _batched(input, "conv2d")
     if weight.dim() != 4:
         raise RuntimeError(
@@ -92,8 +109,8 @@ def conv2d_with(ops, input, weight, bias, stride, padding, dilation, groups, alg
     if algorithm == "auto" and ops is torch.ops.fastconv:
         from .tuning import maybe_autotune
 
-        maybe_autotune(input, weight, bias, stride, padding, dilation, groups)
-    out = ops.conv2d_fprop(input, weight, bias, stride, padding, dilation, groups, algorithm)
+        maybe_autotune(input, weight, bias, stride, padding, dilation, groups, padding_mode)
+    out = ops.conv2d_fprop(input, weight, bias, stride, padding, dilation, groups, algorithm, padding_mode)
     return out.squeeze(0) if unbatched else out
 
 
@@ -146,7 +163,7 @@ def _same_device(op, **tensors):
 
 def _register_conv_fakes(ns):
     @torch.library.register_fake(f"{ns}::conv2d_fprop")
-    def _(input, weight, bias, stride, padding, dilation, groups, algorithm):
+    def _(input, weight, bias, stride, padding, dilation, groups, algorithm, padding_mode="zeros"):
         _same_device("conv2d", input=input, weight=weight, bias=bias)
         P, Q = _conv_output_hw(input.shape[2:], weight.shape[2:], stride, padding, dilation)
         return input.new_empty((input.shape[0], weight.shape[0], P, Q)).contiguous(
@@ -154,14 +171,14 @@ def _register_conv_fakes(ns):
         )
 
     @torch.library.register_fake(f"{ns}::_conv2d_dgrad")
-    def _(grad_output, weight, input_size, stride, padding, dilation, groups, algorithm):
+    def _(grad_output, weight, input_size, stride, padding, dilation, groups, algorithm, padding_mode="zeros"):
         _same_device("conv2d backward", grad_output=grad_output, weight=weight)
         return grad_output.new_empty(input_size).contiguous(
             memory_format=_output_memory_format(grad_output, weight)
         )
 
     @torch.library.register_fake(f"{ns}::_conv2d_wgrad")
-    def _(grad_output, input, weight_size, stride, padding, dilation, groups, algorithm):
+    def _(grad_output, input, weight_size, stride, padding, dilation, groups, algorithm, padding_mode="zeros"):
         _same_device("conv2d backward", grad_output=grad_output, input=input)
         return grad_output.new_empty(weight_size).contiguous(
             memory_format=_output_memory_format(input, grad_output)
@@ -221,7 +238,7 @@ def _register_conv_autograd(ns):
             grad_weight = wgrad(grad, input, weight.shape, *ctx.params)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = bgrad(grad)
-        return grad_input, grad_weight, grad_bias, None, None, None, None, None
+        return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
 
     torch.library.register_autograd(f"{ns}::conv2d_fprop", fprop_backward, setup_context=fprop_setup)
 
@@ -238,7 +255,7 @@ def _register_conv_autograd(ns):
             d_grad_output = fprop(grad, weight, None, *ctx.params)
         if ctx.needs_input_grad[1]:
             d_weight = wgrad(grad_output, grad, weight.shape, *ctx.params)
-        return d_grad_output, d_weight, None, None, None, None, None, None
+        return d_grad_output, d_weight, None, None, None, None, None, None, None
 
     torch.library.register_autograd(f"{ns}::_conv2d_dgrad", dgrad_backward, setup_context=dgrad_setup)
 
@@ -255,7 +272,7 @@ def _register_conv_autograd(ns):
             d_grad_output = fprop(input, grad, None, *ctx.params)
         if ctx.needs_input_grad[1]:
             d_input = dgrad(grad_output, grad, input.shape, *ctx.params)
-        return d_grad_output, d_input, None, None, None, None, None, None
+        return d_grad_output, d_input, None, None, None, None, None, None, None
 
     torch.library.register_autograd(f"{ns}::_conv2d_wgrad", wgrad_backward, setup_context=wgrad_setup)
 

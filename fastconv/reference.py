@@ -56,20 +56,42 @@ def _conv_geometry(input_size, weight_size, stride, padding, dilation, groups):
     return stride, pad, dilation, P, Q
 
 
+# torch.nn.Conv2d's padding_mode -> numpy.pad's mode (numpy's "reflect" mirrors without repeating the
+# edge, as torch's does).
+NUMPY_PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+
+
+def _padded(x, pad, padding_mode):
+    """x (N, C, H, W) padded by pad (top, bottom, left, right) as torch.nn.Conv2d's padding_mode does."""
+    return np.pad(x, ((0, 0), (0, 0), pad[:2], pad[2:]), mode=NUMPY_PAD_MODES[padding_mode])
+
+
+def _unpad_sum(dxp, pad, H, W, padding_mode):
+    """The adjoint of _padded for reflect/replicate/circular: every padded position adds its gradient to
+    the input position it copies, found by padding an index ramp the same way."""
+    rows = np.pad(np.arange(H), pad[:2], mode=NUMPY_PAD_MODES[padding_mode])
+    cols = np.pad(np.arange(W), pad[2:], mode=NUMPY_PAD_MODES[padding_mode])
+    dx = np.zeros(dxp.shape[:-2] + (H, W))
+    for i, h in enumerate(rows):
+        for j, w in enumerate(cols):
+            dx[..., h, w] += dxp[..., i, j]
+    return dx
+
+
 def _grouped_weight(w, groups):
     K, Cg, R, S = w.shape
     return w.reshape(groups, K // groups, Cg, R, S)
 
 
 def conv2d_fprop(x, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0),
-                 dilation=(1, 1), groups=1):
+                 dilation=(1, 1), groups=1, padding_mode="zeros"):
     x = np.asarray(x, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
     stride, pad, dilation, P, Q = _conv_geometry(
         x.shape, w.shape, stride, padding, dilation, groups)
     N, C, H, W = x.shape
     K, Cg, R, S = w.shape
-    xp = np.pad(x, ((0, 0), (0, 0), pad[:2], pad[2:]))
+    xp = _padded(x, pad, padding_mode)
     xg = xp.reshape(N, groups, Cg, *xp.shape[2:])
     wg = _grouped_weight(w, groups)
     y = np.zeros((N, groups, K // groups, P, Q))
@@ -84,9 +106,10 @@ def conv2d_fprop(x, w, bias=None, stride=(1, 1), padding=(0, 0, 0, 0),
 
 
 def conv2d_dgrad(dy, w, input_size, stride=(1, 1), padding=(0, 0, 0, 0),
-                 dilation=(1, 1), groups=1):
+                 dilation=(1, 1), groups=1, padding_mode="zeros"):
     # Each input pixel receives dy times the weight tap that read it in
-    # fprop; scattering into the padded input and cropping does exactly that.
+    # fprop; scattering into the padded input, then folding the padding back
+    # onto the pixels it copied (cropping, for zero padding) does exactly that.
     dy = np.asarray(dy, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
     stride, pad, dilation, P, Q = _conv_geometry(
@@ -102,12 +125,15 @@ def conv2d_dgrad(dy, w, input_size, stride=(1, 1), padding=(0, 0, 0, 0),
         for s in range(S):
             _window(dxp, r, s, P, Q, stride, dilation)[...] += np.einsum(
                 "ngkpq,gkc->ngcpq", dyg, wg[..., r, s])
-    dx = dxp[..., pad[0]:pad[0] + H, pad[2]:pad[2] + W]
+    if padding_mode == "zeros":
+        dx = dxp[..., pad[0]:pad[0] + H, pad[2]:pad[2] + W]
+    else:
+        dx = _unpad_sum(dxp, pad, H, W, padding_mode)
     return dx.reshape(N, C, H, W)
 
 
 def conv2d_wgrad(dy, x, weight_size, stride=(1, 1), padding=(0, 0, 0, 0),
-                 dilation=(1, 1), groups=1):
+                 dilation=(1, 1), groups=1, padding_mode="zeros"):
     dy = np.asarray(dy, dtype=np.float64)
     x = np.asarray(x, dtype=np.float64)
     stride, pad, dilation, P, Q = _conv_geometry(
@@ -116,7 +142,7 @@ def conv2d_wgrad(dy, x, weight_size, stride=(1, 1), padding=(0, 0, 0, 0),
     K, Cg, R, S = weight_size
     if dy.shape != (N, K, P, Q):
         raise ValueError(f"dy has shape {dy.shape}, expected {(N, K, P, Q)}")
-    xp = np.pad(x, ((0, 0), (0, 0), pad[:2], pad[2:]))
+    xp = _padded(x, pad, padding_mode)
     xg = xp.reshape(N, groups, Cg, *xp.shape[2:])
     dyg = dy.reshape(N, groups, K // groups, P, Q)
     dw = np.zeros((groups, K // groups, Cg, R, S))

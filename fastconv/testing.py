@@ -9,7 +9,8 @@ Every case compares a callable with torch.nn.functional's signature against the 
   reference computed from the rounded values);
 * ``torch.autograd.gradcheck`` and ``gradgradcheck`` in float64;
 * batch 0, odd shapes, strides, dilation, groups (depthwise too), "same"/"valid" padding, and the
-  reflect / replicate / circular padding modes through ``torch.nn.functional.pad``;
+  reflect / replicate / circular padding modes (fastconv's own ``padding_mode``, applied in its kernels;
+  ``torch.nn.functional.pad`` first for a callable without one);
 * max_pool2d: values and indices exactly, ties, NaN and -inf, ceil_mode, dilation, padding.
 
 A tolerance is per element: ``k * eps(dtype) * sqrt(n) * m + tiny`` where n is the length of the reduction
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from . import reference
+from .ops import same_padding
 
 __all__ = ["CaseResult", "CheckResult", "check_conv2d", "check_max_pool2d", "backends", "run_checks", "main"]
 
@@ -239,10 +241,7 @@ class ConvShape:
         if self.padding == "valid":
             return (0, 0, 0, 0)
         if self.padding == "same":
-            pads = []
-            for d, k in zip(self.dilation, (self.R, self.S)):
-                pads += [d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2]
-            return tuple(pads)
+            return same_padding((self.R, self.S), self.dilation)
         return (self.padding[0], self.padding[0], self.padding[1], self.padding[1])
 
     def __str__(self):
@@ -276,7 +275,7 @@ CONV_SHAPES = (
     ConvShape("batch0", 0, 3, 5, 5, 4, 3, 3, padding=(1, 1), quick=True),
 )
 
-PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+PAD_MODES = ("reflect", "replicate", "circular")
 
 
 def _conv_tensors(shape, seed):
@@ -287,10 +286,10 @@ def _conv_tensors(shape, seed):
     return x, w, b
 
 
-def _conv_reference(shape, x, w, b, dy, pads=None):
+def _conv_reference(shape, x, w, b, dy, padding_mode="zeros"):
     """float64 forward and gradients, and the same reductions over absolute values (the magnitudes)."""
-    params = dict(stride=shape.stride, padding=shape.pads() if pads is None else pads, dilation=shape.dilation,
-                  groups=shape.groups)
+    params = dict(stride=shape.stride, padding=shape.pads(), dilation=shape.dilation, groups=shape.groups,
+                  padding_mode=padding_mode)
     x, w, b, dy = _np(x), _np(w), _np(b), _np(dy)
     y = reference.conv2d_fprop(x, w, b, **params)
     y_mag = reference.conv2d_fprop(np.abs(x), np.abs(w), None if b is None else np.abs(b), **params)
@@ -346,30 +345,27 @@ def _conv_values_case(fn, shape, dtype, layout, device, worst, seed=0):
         _compare(g, *ref[name], n[name], dtype, name, worst)
 
 
-def _conv_pad_mode_case(fn, shape, mode, dtype, device, worst):
-    """F.pad(x, mode) then fn with padding 0: the forward against numpy's pad + the reference conv; the
-    gradients against the reference's, carried back through float64 F.pad (PyTorch's pad, not its conv)."""
+def _conv_pad_mode_case(fn, shape, mode, dtype, device, worst, native):
+    """padding_mode=mode against the reference's (numpy.pad's reflect/edge/wrap), forward and gradients.
+    native: fn takes padding_mode itself (fastconv applies it inside its kernels); otherwise the case pads
+    with F.pad and calls fn with padding 0, as torch.nn.Conv2d does."""
     x64, w64, b64 = _conv_tensors(shape, 3)
     x64, w64 = x64.to(dtype).double(), w64.to(dtype).double()
     b64 = None if b64 is None else b64.to(dtype).double()
     top, bottom, left, right = shape.pads()
     x, w, b = _leaf(x64, device, dtype), _leaf(w64, device, dtype), _leaf(b64, device, dtype)
-    y = fn(F.pad(x, (left, right, top, bottom), mode=mode), w, b, shape.stride, 0, shape.dilation, shape.groups)
-    x64p = torch.as_tensor(np.pad(_np(x64), ((0, 0), (0, 0), (top, bottom), (left, right)), mode=PAD_MODES[mode]))
+    if native:
+        y = fn(x, w, b, shape.stride, shape.padding, shape.dilation, shape.groups, padding_mode=mode)
+    else:
+        y = fn(F.pad(x, (left, right, top, bottom), mode=mode), w, b, shape.stride, 0, shape.dilation, shape.groups)
     dy64 = torch.randn(y.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4)).to(dtype).double()
-    ref = _conv_reference(shape, x64p, w64, b64, dy64, pads=(0, 0, 0, 0))
+    ref = _conv_reference(shape, x64, w64, b64, dy64, padding_mode=mode)
     n = _conv_reductions(shape, y.shape[2], y.shape[3])
     _compare(y, *ref["forward"], n["forward"], dtype, "forward", worst)
     inputs = [t for t in (x, w, b) if t is not None]
     grads = torch.autograd.grad(y, inputs, dy64.to(device=device, dtype=dtype))
-    # The padded input's gradient folds back through F.pad's backward (float64, on the CPU).
-    xp = x64.clone().requires_grad_()
-    (gx_ref,) = torch.autograd.grad(F.pad(xp, (left, right, top, bottom), mode=mode), xp,
-                                    torch.as_tensor(ref["grad_input"][0]))
-    (gx_mag,) = torch.autograd.grad(F.pad(xp, (left, right, top, bottom), mode=mode), xp,
-                                    torch.as_tensor(ref["grad_input"][1]))
-    ref["grad_input"] = (gx_ref.numpy(), gx_mag.numpy())
     for name, g in zip(("grad_input", "grad_weight", "grad_bias"), grads):
+        # A padded pixel's gradient lands on the pixel it copies: up to 4x the terms of zero padding.
         _compare(g, *ref[name], n["grad_input"] * 4 if name == "grad_input" else n[name], dtype, name, worst)
 
 
@@ -526,9 +522,12 @@ def _dtypes_checks(dtypes):
 
 
 def check_conv2d(fn, *, device="cpu", dtypes=(torch.float64, torch.float32, torch.bfloat16, torch.float16),
-                 quick=False, gradgrad=True, pad_modes=True, backend=None, algorithm="-", shapes=None):
+                 quick=False, gradgrad=True, pad_modes=True, native_padding_mode=False, backend=None, algorithm="-",
+                 shapes=None):
     """Runs the conv2d matrix on ``fn`` (torch.nn.functional.conv2d's signature) and returns a
-    :class:`CheckResult`. ``fastconv.testing.check_conv2d(torch.nn.functional.conv2d).passed`` is True."""
+    :class:`CheckResult`. ``fastconv.testing.check_conv2d(torch.nn.functional.conv2d).passed`` is True.
+    native_padding_mode: fn also takes a ``padding_mode`` keyword (as fastconv.conv2d does) and the
+    reflect/replicate/circular cases use it; otherwise they pad with F.pad first."""
     result = CheckResult()
     backend = backend or str(device)
     shapes = [s for s in (shapes or CONV_SHAPES) if s.quick or not quick]
@@ -546,11 +545,12 @@ def check_conv2d(fn, *, device="cpu", dtypes=(torch.float64, torch.float32, torc
                       check=check, **meta)
     if pad_modes and not quick:
         pad_shapes = [s for s in shapes if s.padding not in ("valid", (0, 0)) and s.N > 0 and s.groups == 1][:3]
-        for mode in PAD_MODES:
-            for shape in pad_shapes:
-                _run_case(result, f"{prefix} f64 pad={mode} {shape}",
-                          lambda worst, s=shape, m=mode: _conv_pad_mode_case(fn, s, m, torch.float64, device, worst),
-                          check=f"padding_mode {mode}", **meta)
+        pad_dtypes = [d for d in (torch.float64, torch.float32) if d in dtypes]
+        for mode, dtype, shape in ((m, d, s) for m in PAD_MODES for d in pad_dtypes for s in pad_shapes):
+            _run_case(result, f"{prefix} {_DTYPE_NAMES[dtype]} pad={mode} {shape}",
+                      lambda worst, s=shape, m=mode, d=dtype: _conv_pad_mode_case(fn, s, m, d, device, worst,
+                                                                                  native_padding_mode),
+                      check=f"padding_mode {mode}", **meta)
     orders = (False, True) if gradgrad else (False,)
     for second in orders:
         check = "gradgradcheck" if second else "gradcheck"
@@ -639,7 +639,7 @@ def run_checks(backend_names=None, algorithms=None, quick=False, ops=("conv2d", 
         if "conv2d" in ops:
             for algorithm in algorithms or fastconv.ALGORITHMS:
                 meta = dict(op="conv2d", backend=backend, algorithm=algorithm, check="-")
-                fn = (lambda a: lambda *args: conv(*args, algorithm=a))(algorithm)
+                fn = (lambda a: lambda *args, **kw: conv(*args, algorithm=a, **kw))(algorithm)
                 tiny = lambda d: fn(torch.ones(1, 1, 3, 3, device=device, dtype=d),  # noqa: E731
                                     torch.ones(1, 1, 2, 2, device=device, dtype=d), None, 1, 0, 1, 1)
                 why = _probe(lambda: tiny(torch.float32))
@@ -651,7 +651,7 @@ def run_checks(backend_names=None, algorithms=None, quick=False, ops=("conv2d", 
                     result.notes.append(f"conv2d[{backend}/{algorithm}]: {d} not supported, not checked")
                 t0 = time.perf_counter()
                 part = check_conv2d(fn, device=device, dtypes=dtypes, quick=quick, backend=backend,
-                                    algorithm=algorithm)
+                                    algorithm=algorithm, native_padding_mode=True)
                 result.extend(part)
                 if log:
                     log(f"conv2d[{backend}/{algorithm}]: {len(part.cases)} cases, {len(part.failures)} failed, "

@@ -102,7 +102,7 @@ def _time(fn, reps=3):
     return best
 
 
-def maybe_autotune(input, weight, bias, stride, padding, dilation, groups):
+def maybe_autotune(input, weight, bias, stride, padding, dilation, groups, padding_mode="zeros"):
     """Called by conv2d for algorithm="auto" with normalised arguments (batched input, stride and dilation
     pairs, padding (top, bottom, left, right)): on the first call of a problem key, times the candidates
     and records the fastest in C++; later calls cost one lookup."""
@@ -112,7 +112,7 @@ def maybe_autotune(input, weight, bias, stride, padding, dilation, groups):
         autotune(True)
     args = (list(input.shape), list(weight.shape), list(stride), list(padding), list(dilation), int(groups),
             _dtype_name(input.dtype), _is_channels_last(input))
-    plan = _C.conv2d_plan(*args, "fprop", "auto")
+    plan = _C.conv2d_plan(*args, "fprop", "auto", padding_mode)
     if plan["key"] in _choices:
         return
     x, w = input.detach(), weight.detach()
@@ -121,7 +121,7 @@ def maybe_autotune(input, weight, bias, stride, padding, dilation, groups):
     with torch.no_grad():
         for algorithm in CANDIDATES:
             times[algorithm] = _time(lambda: torch.ops.fastconv.conv2d_fprop(
-                x, w, b, list(stride), list(padding), list(dilation), groups, algorithm))
+                x, w, b, list(stride), list(padding), list(dilation), groups, algorithm, padding_mode))
     best = min(times, key=times.get)
     with _lock:
         _choices[plan["key"]] = {"algorithm": best, "times": times}
@@ -130,14 +130,14 @@ def maybe_autotune(input, weight, bias, stride, padding, dilation, groups):
 
 
 def explain(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto",
-            verbose=True):
+            padding_mode="zeros", verbose=True):
     """What fastconv.conv2d(input, weight, ...) runs on the CPU with this algorithm (default auto) and why,
     for the forward and both backward passes, with the im2col workspace size in bytes. Returns a dict
     (forward plan at the top level, "dgrad" and "wgrad" sub-dicts) and prints a summary when verbose."""
     _, args = _plan_args(input, weight, stride, padding, dilation, groups)
-    plan = _C.conv2d_plan(*args, "fprop", algorithm)
-    plan["dgrad"] = _C.conv2d_plan(*args, "dgrad", algorithm)
-    plan["wgrad"] = _C.conv2d_plan(*args, "wgrad", algorithm)
+    plan = _C.conv2d_plan(*args, "fprop", algorithm, padding_mode)
+    plan["dgrad"] = _C.conv2d_plan(*args, "dgrad", algorithm, padding_mode)
+    plan["wgrad"] = _C.conv2d_plan(*args, "wgrad", algorithm, padding_mode)
     if verbose:
         print(f"fastconv.conv2d {args[0]} * {args[1]} -> {plan['output_size']} ({plan['macs']} MACs)")
         for name, p in (("forward", plan), ("dgrad", plan["dgrad"]), ("wgrad", plan["wgrad"])):

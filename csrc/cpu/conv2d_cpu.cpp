@@ -24,11 +24,6 @@ const char* algorithm_name(Conv2dAlgorithm a) {
   return "?";
 }
 
-bool is_pointwise(const Conv2dProblem& p) {
-  return p.R == 1 && p.S == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0 &&
-         p.P == p.H && p.Q == p.W;
-}
-
 struct Choice {
   Conv2dAlgorithm algorithm;
   std::string reason;
@@ -41,7 +36,7 @@ Choice choose_algorithm(const Conv2dProblem& p, Conv2dPass pass, at::ScalarType 
     return {Conv2dAlgorithm::Im2col,
             "tiny groups (depthwise-like: K/groups < 4 or C/groups*R*S < 4): im2col with (image, group) pairs in "
             "parallel, each a small serial GEMM"};
-  if (is_pointwise(p))
+  if (p.is_pointwise())
     return {Conv2dAlgorithm::Im2col, "1x1 stride 1 without padding: the input itself is the GEMM operand (no im2col)"};
   if (pass == Conv2dPass::Fprop && direct_blocked_supported(p, dtype) && direct_blocked_uses_avx2() &&
       p.K >= 16 && p.R * p.S > 1 && p.P * p.Q >= 64)
@@ -65,7 +60,8 @@ std::string problem_key(const Conv2dProblem& p, Conv2dPass pass, at::ScalarType 
   o << (pass == Conv2dPass::Fprop ? "fprop" : pass == Conv2dPass::Dgrad ? "dgrad" : "wgrad") << "|N" << p.N << "C"
     << p.C << "H" << p.H << "W" << p.W << "|K" << p.K << "R" << p.R << "S" << p.S << "|P" << p.P << "Q" << p.Q
     << "|pad" << p.pad_h << "," << p.pad_w << "|stride" << p.stride_h << "," << p.stride_w << "|dil"
-    << p.dilation_h << "," << p.dilation_w << "|g" << p.groups << "|" << c10::toString(dtype) << "|"
+    << p.dilation_h << "," << p.dilation_w << "|g" << p.groups << "|padmode" << static_cast<int>(p.padding_mode)
+    << "|" << c10::toString(dtype) << "|"
     << (channels_last ? "channels_last" : "nchw") << "|threads" << at::get_num_threads();
   return o.str();
 }
@@ -110,7 +106,7 @@ Conv2dPlan plan_conv2d(const Conv2dProblem& p, Conv2dPass pass, at::ScalarType d
   }
   plan.name = algorithm_name(plan.algorithm);
   if ((plan.algorithm == Conv2dAlgorithm::Im2col || plan.algorithm == Conv2dAlgorithm::Im2colBlas) &&
-      is_pointwise(p))
+      p.is_pointwise())
     plan.name += " (1x1 GEMM, no column buffer)";
   if (plan.algorithm == Conv2dAlgorithm::Direct && !(pass == Conv2dPass::Fprop && direct_blocked_supported(p, dtype)))
     plan.name += " (simple loops: the blocked kernel does not apply)";
@@ -157,15 +153,16 @@ at::Tensor gemm_friendly(const at::Tensor& t) { return t.contiguous(t.suggest_me
 
 at::Tensor conv2d_fprop(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                        c10::string_view algorithm) {
+                        c10::string_view algorithm, c10::string_view padding_mode) {
   check_conv2d_tensors("conv2d", input, "input", weight, "weight");
   if (is_reduced_precision(input)) {
     if (bias.has_value()) check_conv2d_tensors("conv2d", input, "input", *bias, "bias");
     return conv2d_fprop(input.to(at::kFloat), weight.to(at::kFloat), to_float(bias), stride, padding, dilation,
-                        groups, algorithm)
+                        groups, algorithm, padding_mode)
         .to(input.scalar_type());
   }
-  const Conv2dProblem p = make_conv2d_problem(input.sizes(), weight.sizes(), stride, padding, dilation, groups);
+  const Conv2dProblem p =
+      make_conv2d_problem(input.sizes(), weight.sizes(), stride, padding, dilation, groups, padding_mode);
   const at::Tensor bias_tensor = bias.has_value() ? *bias : at::Tensor();
   if (bias_tensor.defined()) check_conv2d_bias(p, input, bias_tensor);
   const Conv2dAlgorithm chosen = choose(p, Conv2dPass::Fprop, input, algorithm);
@@ -184,15 +181,15 @@ at::Tensor conv2d_fprop(const at::Tensor& input, const at::Tensor& weight, const
 
 at::Tensor conv2d_dgrad(const at::Tensor& grad_output, const at::Tensor& weight, c10::SymIntArrayRef input_size,
                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                        c10::string_view algorithm) {
+                        c10::string_view algorithm, c10::string_view padding_mode) {
   check_conv2d_tensors("conv2d backward", grad_output, "grad_output", weight, "weight");
   if (is_reduced_precision(grad_output)) {
     return conv2d_dgrad(grad_output.to(at::kFloat), weight.to(at::kFloat), input_size, stride, padding, dilation,
-                        groups, algorithm)
+                        groups, algorithm, padding_mode)
         .to(grad_output.scalar_type());
   }
   const Conv2dProblem p = make_conv2d_problem(C10_AS_INTARRAYREF_SLOW(input_size), weight.sizes(), stride,
-                                              padding, dilation, groups);
+                                              padding, dilation, groups, padding_mode);
   check_conv2d_grad_output(p, grad_output);
   const Conv2dAlgorithm chosen = choose(p, Conv2dPass::Dgrad, grad_output, algorithm);
   at::Tensor grad_input = new_output({p.N, p.C, p.H, p.W}, grad_output.options(),
@@ -209,15 +206,15 @@ at::Tensor conv2d_dgrad(const at::Tensor& grad_output, const at::Tensor& weight,
 
 at::Tensor conv2d_wgrad(const at::Tensor& grad_output, const at::Tensor& input, c10::SymIntArrayRef weight_size,
                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                        c10::string_view algorithm) {
+                        c10::string_view algorithm, c10::string_view padding_mode) {
   check_conv2d_tensors("conv2d backward", grad_output, "grad_output", input, "input");
   if (is_reduced_precision(grad_output)) {
     return conv2d_wgrad(grad_output.to(at::kFloat), input.to(at::kFloat), weight_size, stride, padding, dilation,
-                        groups, algorithm)
+                        groups, algorithm, padding_mode)
         .to(grad_output.scalar_type());
   }
   const Conv2dProblem p = make_conv2d_problem(input.sizes(), C10_AS_INTARRAYREF_SLOW(weight_size), stride,
-                                              padding, dilation, groups);
+                                              padding, dilation, groups, padding_mode);
   check_conv2d_grad_output(p, grad_output);
   const Conv2dAlgorithm chosen = choose(p, Conv2dPass::Wgrad, input, algorithm);
   at::Tensor grad_weight = new_output({p.K, p.C_per_group(), p.R, p.S}, grad_output.options());

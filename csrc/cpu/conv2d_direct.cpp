@@ -6,49 +6,50 @@
 
 #include "conv2d_cpu.h"
 
+#include <vector>
+
 namespace fastconv::cpu {
 
 namespace {
 
-// The first and one-past-last kernel tap whose input row lies inside [0, extent) for output position
-// `out`: hoists the padding test out of the inner loops.
-struct TapRange {
-  int64_t begin, end;
-};
-inline TapRange valid_taps(int64_t out, int64_t stride, int64_t pad, int64_t dilation, int64_t taps,
-                           int64_t extent) {
-  const int64_t origin = out * stride - pad;
-  int64_t begin = 0;
-  if (origin < 0) begin = (-origin + dilation - 1) / dilation;
-  int64_t end = taps;
-  const int64_t last = extent - 1 - origin;  // the tap t needs origin + t * dilation <= extent - 1
-  end = last < 0 ? 0 : std::min(taps, last / dilation + 1);
-  return {begin, std::max(begin, end)};
+// The input row each (output row, tap) reads, -1 for a zero: computed once, so the padding rule
+// (zeros, reflect, replicate, circular) stays out of the inner loops.
+std::vector<int64_t> input_rows(const Conv2dProblem& p) {
+  std::vector<int64_t> rows(p.P * p.R);
+  for (int64_t out_h = 0; out_h < p.P; ++out_h)
+    for (int64_t r = 0; r < p.R; ++r) rows[out_h * p.R + r] = p.input_row(out_h, r);
+  return rows;
+}
+std::vector<int64_t> input_cols(const Conv2dProblem& p) {
+  std::vector<int64_t> cols(p.Q * p.S);
+  for (int64_t out_w = 0; out_w < p.Q; ++out_w)
+    for (int64_t s = 0; s < p.S; ++s) cols[out_w * p.S + s] = p.input_col(out_w, s);
+  return cols;
 }
 
 template <typename T>
 void fprop_kernel(const Conv2dProblem& p, const T* x, Strides4 xs, const T* w, Strides4 ws, const T* bias, T* y,
                   Strides4 ys) {
   const int64_t Cg = p.C_per_group(), Kg = p.K_per_group();
+  const std::vector<int64_t> rows = input_rows(p), cols = input_cols(p);
   at::parallel_for(0, p.N * p.K, 1, [&](int64_t begin, int64_t end) {
     for (int64_t nk = begin; nk < end; ++nk) {
       const int64_t n = nk / p.K, k = nk % p.K;
       const int64_t c_begin = (k / Kg) * Cg;
       for (int64_t out_h = 0; out_h < p.P; ++out_h) {
-        const TapRange rr = valid_taps(out_h, p.stride_h, p.pad_h, p.dilation_h, p.R, p.H);
-        const int64_t h0 = out_h * p.stride_h - p.pad_h;
+        const int64_t* rows_of_out = rows.data() + out_h * p.R;
         for (int64_t out_w = 0; out_w < p.Q; ++out_w) {
-          const TapRange sr = valid_taps(out_w, p.stride_w, p.pad_w, p.dilation_w, p.S, p.W);
-          const int64_t w0 = out_w * p.stride_w - p.pad_w;
+          const int64_t* cols_of_out = cols.data() + out_w * p.S;
           T acc = bias ? bias[k] : T(0);
           for (int64_t c = 0; c < Cg; ++c) {
             const T* x_plane = x + n * xs.n + (c_begin + c) * xs.c;
             const T* w_plane = w + k * ws.n + c * ws.c;
-            for (int64_t r = rr.begin; r < rr.end; ++r) {
-              const T* x_row = x_plane + (h0 + r * p.dilation_h) * xs.h;
+            for (int64_t r = 0; r < p.R; ++r) {
+              if (rows_of_out[r] < 0) continue;
+              const T* x_row = x_plane + rows_of_out[r] * xs.h;
               const T* w_row = w_plane + r * ws.h;
-              for (int64_t s = sr.begin; s < sr.end; ++s) {
-                acc += x_row[(w0 + s * p.dilation_w) * xs.w] * w_row[s * ws.w];
+              for (int64_t s = 0; s < p.S; ++s) {
+                if (cols_of_out[s] >= 0) acc += x_row[cols_of_out[s] * xs.w] * w_row[s * ws.w];
               }
             }
           }
@@ -60,7 +61,7 @@ void fprop_kernel(const Conv2dProblem& p, const T* x, Strides4 xs, const T* w, S
 }
 
 // grad_input[n, c, h, w] gathers grad_output[n, k, out_h, out_w] * weight[k, c, r, s] over every (k, r, s)
-// whose window covers (h, w) (Conv2dProblem::output_row_of_tap / output_col_of_tap).
+// whose window reads (h, w), directly or through the padding (Conv2dProblem::readers_of_row / _col).
 template <typename T>
 void dgrad_kernel(const Conv2dProblem& p, const T* dy, Strides4 dys, const T* w, Strides4 ws, T* dx,
                   Strides4 dxs) {
@@ -70,18 +71,24 @@ void dgrad_kernel(const Conv2dProblem& p, const T* dy, Strides4 dys, const T* w,
       const int64_t n = nc / p.C, c = nc % p.C;
       const int64_t g = c / Cg, c_in_group = c % Cg;
       for (int64_t h = 0; h < p.H; ++h) {
+        const PaddedReaders row_readers = p.readers_of_row(h);
         for (int64_t x_w = 0; x_w < p.W; ++x_w) {
+          const PaddedReaders col_readers = p.readers_of_col(x_w);
           T acc = T(0);
           for (int64_t k = g * Kg; k < (g + 1) * Kg; ++k) {
             const T* dy_plane = dy + n * dys.n + k * dys.c;
             const T* w_plane = w + k * ws.n + c_in_group * ws.c;
-            for (int64_t r = 0; r < p.R; ++r) {
-              const int64_t out_h = p.output_row_of_tap(h, r);
-              if (out_h < 0) continue;
-              for (int64_t s = 0; s < p.S; ++s) {
-                const int64_t out_w = p.output_col_of_tap(x_w, s);
-                if (out_w < 0) continue;
-                acc += dy_plane[out_h * dys.h + out_w * dys.w] * w_plane[r * ws.h + s * ws.w];
+            for (int64_t i = 0; i < row_readers.count(); ++i) {
+              for (int64_t r = 0; r < p.R; ++r) {
+                const int64_t out_h = p.output_row_of_tap(row_readers[i], r);
+                if (out_h < 0) continue;
+                for (int64_t j = 0; j < col_readers.count(); ++j) {
+                  for (int64_t s = 0; s < p.S; ++s) {
+                    const int64_t out_w = p.output_col_of_tap(col_readers[j], s);
+                    if (out_w < 0) continue;
+                    acc += dy_plane[out_h * dys.h + out_w * dys.w] * w_plane[r * ws.h + s * ws.w];
+                  }
+                }
               }
             }
           }
@@ -97,6 +104,7 @@ template <typename T>
 void wgrad_kernel(const Conv2dProblem& p, const T* dy, Strides4 dys, const T* x, Strides4 xs, T* dw,
                   Strides4 dws) {
   const int64_t Cg = p.C_per_group(), Kg = p.K_per_group();
+  const std::vector<int64_t> rows = input_rows(p), cols = input_cols(p);
   at::parallel_for(0, p.K * Cg, 1, [&](int64_t begin, int64_t end) {
     for (int64_t kc = begin; kc < end; ++kc) {
       const int64_t k = kc / Cg, c_in_group = kc % Cg;
@@ -108,11 +116,11 @@ void wgrad_kernel(const Conv2dProblem& p, const T* dy, Strides4 dys, const T* x,
             const T* dy_plane = dy + n * dys.n + k * dys.c;
             const T* x_plane = x + n * xs.n + c * xs.c;
             for (int64_t out_h = 0; out_h < p.P; ++out_h) {
-              const int64_t h = out_h * p.stride_h - p.pad_h + r * p.dilation_h;
-              if (h < 0 || h >= p.H) continue;
+              const int64_t h = rows[out_h * p.R + r];
+              if (h < 0) continue;
               for (int64_t out_w = 0; out_w < p.Q; ++out_w) {
-                const int64_t w = out_w * p.stride_w - p.pad_w + s * p.dilation_w;
-                if (w < 0 || w >= p.W) continue;
+                const int64_t w = cols[out_w * p.S + s];
+                if (w < 0) continue;
                 acc += dy_plane[out_h * dys.h + out_w * dys.w] * x_plane[h * xs.h + w * xs.w];
               }
             }

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "conv2d_cpu.h"
 #include "cpu_features.h"
@@ -162,9 +163,23 @@ void conv2d_fprop_direct_blocked(const Conv2dProblem& p, const at::Tensor& input
   // Rows and columns actually read (the bottom/right padding only matters as far as windows reach).
   const int64_t Hp = std::max(p.H + p.pad_h, (P - 1) * p.stride_h + (R - 1) * p.dilation_h + 1);
   const int64_t Wp = std::max(p.W + p.pad_w, (Q - 1) * p.stride_w + (S - 1) * p.dilation_w + 1);
-  // Zero-padded NHWC input: a channels_last view of a padded buffer, filled by one strided copy.
-  at::Tensor xp_t = at::zeros({N, Hp, Wp, C}, input.options());
-  xp_t.narrow(1, p.pad_h, p.H).narrow(2, p.pad_w, p.W).copy_(input.permute({0, 2, 3, 1}));
+  // The padded NHWC input the tile walks without bounds checks (the kernel's own layout, made for every
+  // padding mode): zeros around one strided copy, or, for reflect/replicate/circular, each padded row and
+  // column gathered from the input row and column it maps to.
+  at::Tensor xp_t;
+  if (p.padding_mode == PaddingMode::Zeros) {
+    xp_t = at::zeros({N, Hp, Wp, C}, input.options());
+    xp_t.narrow(1, p.pad_h, p.H).narrow(2, p.pad_w, p.W).copy_(input.permute({0, 2, 3, 1}));
+  } else {
+    std::vector<int64_t> rows(Hp), cols(Wp);
+    for (int64_t i = 0; i < Hp; ++i) rows[i] = p.source_row(i - p.pad_h);
+    for (int64_t j = 0; j < Wp; ++j) cols[j] = p.source_col(j - p.pad_w);
+    const at::TensorOptions index = at::TensorOptions().dtype(at::kLong);
+    xp_t = input.permute({0, 2, 3, 1})
+               .index_select(1, at::tensor(c10::ArrayRef<int64_t>(rows), index))
+               .index_select(2, at::tensor(c10::ArrayRef<int64_t>(cols), index))
+               .contiguous();
+  }
   // wb[kb][r][s][c][16]
   const int64_t KB = (K + kTileK - 1) / kTileK, Kp = KB * kTileK;
   at::Tensor w_t = at::zeros({Kp, C, R, S}, weight.options());

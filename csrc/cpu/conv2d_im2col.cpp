@@ -104,7 +104,6 @@ void wgrad_outer(const Conv2dProblem& p, const at::Tensor& grad_output, const at
   });
 }
 
-
 // ---------------------------------------------------------------------------------------------------
 // The fast paths: one parallel GEMM at a time (the GEMM threads itself when called outside a parallel
 // region) fed by a parallel im2col, so a batch of 1 uses every core.
@@ -115,11 +114,6 @@ void wgrad_outer(const Conv2dProblem& p, const at::Tensor& grad_output, const at
 // Chunk sizes depend on the problem only, never on the thread count, so wgrad keeps one summation order.
 // ---------------------------------------------------------------------------------------------------
 constexpr int64_t kColBudgetBytes = int64_t(8) << 20;
-
-bool is_pointwise(const Conv2dProblem& p) {
-  return p.R == 1 && p.S == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0 &&
-         p.P == p.H && p.Q == p.W;
-}
 
 // Rows (output pixels) per chunk of a row-major column matrix of `row_len` elements per row.
 template <typename T>
@@ -178,7 +172,7 @@ void fprop(const Conv2dProblem& p, const at::Tensor& input, const at::Tensor& we
   if (b) fill_bias(p, b, y, ys);
   const bool acc = b != nullptr;
   const bool x_pixels_collapse = xs.h == p.W * xs.w;
-  if (is_pointwise(p) && x_pixels_collapse) {
+  if (p.is_pointwise() && x_pixels_collapse) {
     const T* w = weight.const_data_ptr<T>();  // [K, Cg]
     if (xs.c == 1) {
       // channels_last: Y[pixels, Kg] = X[pixels, Cg] · Wᵀ, the whole batch in one GEMM when it collapses.
@@ -233,7 +227,7 @@ void dgrad(const Conv2dProblem& p, const at::Tensor& grad_output, const at::Tens
   T* dx = grad_input.mutable_data_ptr<T>();
   const int64_t Cg = p.C_per_group(), Kg = p.K_per_group(), CRS = p.gemm_k(), PQ = p.P * p.Q;
   const bool dx_pixels_collapse = dxs.h == p.W * dxs.w;
-  if (is_pointwise(p) && dx_pixels_collapse) {
+  if (p.is_pointwise() && dx_pixels_collapse) {
     const T* w = weight.const_data_ptr<T>();  // [K, Cg]
     if (dxs.c == 1) {
       // DX[pixels, Cg] = DY[pixels, Kg] · W[Kg, Cg]
@@ -296,7 +290,7 @@ void wgrad(const Conv2dProblem& p, const at::Tensor& grad_output, const at::Tens
   // Every sum below runs in an order fixed by the problem alone (chunks and the GEMM's K split depend on
   // sizes, not on threads), so the bits are the same for any thread count.
   const bool x_pixels_collapse = xs.h == p.W * xs.w;
-  if (is_pointwise(p) && x_pixels_collapse) {
+  if (p.is_pointwise() && x_pixels_collapse) {
     // DW[Kg, Cg] = Σ DY[Kg, pixels] · X[pixels, Cg]
     const bool across = collapses(dys, PQ) && collapses(xs, PQ);
     for (int64_t g = 0; g < p.groups; ++g)
@@ -345,7 +339,7 @@ void conv2d_fprop_im2col(const Conv2dProblem& p, const at::Tensor& input, const 
                          const at::Tensor& bias, at::Tensor& output, bool use_blas) {
   check_pq_collapses(output, "output");
   const at::Tensor weight_matrix = weight.contiguous();
-  if (!use_outer_parallel(p) && !is_pointwise(p) && input.stride(1) != 1 && p.C_per_group() > 1) {
+  if (!use_outer_parallel(p) && !p.is_pointwise() && input.stride(1) != 1 && p.C_per_group() > 1) {
     // NCHW (or any non-channels_last) input: one layout change of the input, and of the output when it
     // is not channels_last, buys the row im2col (contiguous channel runs) and one GEMM over the whole
     // batch; both copies are O(input + output), small next to the C*R*S-long reduction per output.
@@ -368,7 +362,7 @@ void conv2d_dgrad_im2col(const Conv2dProblem& p, const at::Tensor& grad_output, 
                          at::Tensor& grad_input, bool use_blas) {
   check_pq_collapses(grad_output, "grad_output");
   const at::Tensor weight_matrix = weight.contiguous();
-  if (!use_outer_parallel(p) && !is_pointwise(p) && grad_input.stride(1) != 1 && p.C_per_group() > 1) {
+  if (!use_outer_parallel(p) && !p.is_pointwise() && grad_input.stride(1) != 1 && p.C_per_group() > 1) {
     // As in fprop: the channels_last row path on copies (gradient in, gradient out) beats column im2col.
     const at::Tensor dy_cl = grad_output.contiguous(at::MemoryFormat::ChannelsLast);
     at::Tensor dx_cl = at::empty({p.N, p.C, p.H, p.W}, grad_input.options(), at::MemoryFormat::ChannelsLast);
@@ -387,7 +381,7 @@ void conv2d_wgrad_im2col(const Conv2dProblem& p, const at::Tensor& grad_output, 
                          at::Tensor& grad_weight, bool use_blas) {
   check_pq_collapses(grad_output, "grad_output");
   TORCH_INTERNAL_ASSERT(grad_weight.is_contiguous(), "grad_weight must be contiguous");
-  if (!use_outer_parallel(p) && !is_pointwise(p) && input.stride(1) != 1 && p.C_per_group() > 1) {
+  if (!use_outer_parallel(p) && !p.is_pointwise() && input.stride(1) != 1 && p.C_per_group() > 1) {
     // channels_last copies of both operands: row im2col and GEMMs over many images at once. The chunking
     // depends on sizes only, so the summation order (and the bits) stays independent of the thread count.
     const at::Tensor x_cl = input.contiguous(at::MemoryFormat::ChannelsLast);
@@ -407,7 +401,7 @@ void conv2d_wgrad_im2col(const Conv2dProblem& p, const at::Tensor& grad_output, 
 namespace fastconv::cpu {
 int64_t im2col_workspace_bytes(const Conv2dProblem& p, Conv2dPass pass, bool channels_last, int64_t elem_size) {
   const int64_t CRS = p.gemm_k(), PQ = p.P * p.Q;
-  if (is_pointwise(p)) return 0;
+  if (p.is_pointwise()) return 0;
   if (use_outer_parallel(p)) return at::get_num_threads() * CRS * PQ * elem_size;
   // Non-channels_last operands go through channels_last copies (see the entry points below).
   const bool via_rows = !channels_last && p.C_per_group() > 1;

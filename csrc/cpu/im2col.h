@@ -1,6 +1,7 @@
 // im2col and its gather-style inverse, torch-free so the C++ tests can check them directly.
 // A column matrix holds, for one image and one group, col[(c * R + r) * S + s][p * Q + q]
-// = x[c, p * stride_h - pad_h + r * dilation_h, q * stride_w - pad_w + s * dilation_w] (0 outside).
+// = x[c, input_row(p, r), input_col(q, s)]: the input at p * stride_h - pad_h + r * dilation_h,
+// q * stride_w - pad_w + s * dilation_w, or what the padding mode puts there (0, a reflection, ...).
 #pragma once
 
 #include <cstdint>
@@ -19,16 +20,16 @@ void im2col(const Conv2dProblem& p, const T* x, int64_t x_stride_c, int64_t x_st
       for (int64_t s = 0; s < p.S; ++s) {
         T* row = col + ((c * p.R + r) * p.S + s) * PQ;
         for (int64_t out_h = 0; out_h < p.P; ++out_h) {
-          const int64_t h = out_h * p.stride_h - p.pad_h + r * p.dilation_h;
+          const int64_t h = p.input_row(out_h, r);
           T* dst = row + out_h * p.Q;
-          if (h < 0 || h >= p.H) {
+          if (h < 0) {
             for (int64_t out_w = 0; out_w < p.Q; ++out_w) dst[out_w] = T(0);
             continue;
           }
           const T* src = x + c * x_stride_c + h * x_stride_h;
           for (int64_t out_w = 0; out_w < p.Q; ++out_w) {
-            const int64_t w = out_w * p.stride_w - p.pad_w + s * p.dilation_w;
-            dst[out_w] = (w >= 0 && w < p.W) ? src[w * x_stride_w] : T(0);
+            const int64_t w = p.input_col(out_w, s);
+            dst[out_w] = w >= 0 ? src[w * x_stride_w] : T(0);
           }
         }
       }
@@ -36,8 +37,9 @@ void im2col(const Conv2dProblem& p, const T* x, int64_t x_stride_c, int64_t x_st
   }
 }
 
-// The inverse as a gather: each input element sums the column entries that came from it, in a fixed
-// (r, s) order, and is written exactly once. No scatter, so no races and the same bits every run.
+// The inverse as a gather: each input element sums the column entries that came from it (through the
+// padding too: readers_of_row/col), in a fixed order, and is written exactly once. No scatter, so no
+// races and the same bits every run.
 // x points at channel 0 of this image's group.
 template <typename T>
 void col2im_gather(const Conv2dProblem& p, const T* col, T* x, int64_t x_stride_c, int64_t x_stride_h,
@@ -45,15 +47,21 @@ void col2im_gather(const Conv2dProblem& p, const T* col, T* x, int64_t x_stride_
   const int64_t PQ = p.P * p.Q;
   for (int64_t c = 0; c < p.C_per_group(); ++c) {
     for (int64_t h = 0; h < p.H; ++h) {
+      const PaddedReaders row_readers = p.readers_of_row(h);
       for (int64_t w = 0; w < p.W; ++w) {
+        const PaddedReaders col_readers = p.readers_of_col(w);
         T sum = T(0);
-        for (int64_t r = 0; r < p.R; ++r) {
-          const int64_t out_h = p.output_row_of_tap(h, r);
-          if (out_h < 0) continue;
-          for (int64_t s = 0; s < p.S; ++s) {
-            const int64_t out_w = p.output_col_of_tap(w, s);
-            if (out_w < 0) continue;
-            sum += col[((c * p.R + r) * p.S + s) * PQ + out_h * p.Q + out_w];
+        for (int64_t i = 0; i < row_readers.count(); ++i) {
+          for (int64_t r = 0; r < p.R; ++r) {
+            const int64_t out_h = p.output_row_of_tap(row_readers[i], r);
+            if (out_h < 0) continue;
+            for (int64_t j = 0; j < col_readers.count(); ++j) {
+              for (int64_t s = 0; s < p.S; ++s) {
+                const int64_t out_w = p.output_col_of_tap(col_readers[j], s);
+                if (out_w < 0) continue;
+                sum += col[((c * p.R + r) * p.S + s) * PQ + out_h * p.Q + out_w];
+              }
+            }
           }
         }
         x[c * x_stride_c + h * x_stride_h + w * x_stride_w] = sum;
@@ -86,10 +94,10 @@ void im2col_rows(const Conv2dProblem& p, const T* x, int64_t x_stride_c, int64_t
     const int64_t out_h = m / p.Q, out_w = m % p.Q;
     T* dst = col + (m - m_begin) * CRS;
     for (int64_t r = 0; r < p.R; ++r) {
-      const int64_t h = out_h * p.stride_h - p.pad_h + r * p.dilation_h;
+      const int64_t h = p.input_row(out_h, r);
       for (int64_t s = 0; s < p.S; ++s, dst += Cg) {
-        const int64_t w = out_w * p.stride_w - p.pad_w + s * p.dilation_w;
-        if (h < 0 || h >= p.H || w < 0 || w >= p.W) {
+        const int64_t w = p.input_col(out_w, s);
+        if (h < 0 || w < 0) {
           for (int64_t c = 0; c < Cg; ++c) dst[c] = T(0);
           continue;
         }
@@ -105,26 +113,32 @@ void im2col_rows(const Conv2dProblem& p, const T* x, int64_t x_stride_c, int64_t
 }
 
 // The inverse of im2col_rows as a gather, for input rows [h_begin, h_end) of one image: each input
-// pixel sums, in a fixed (r, s) order, the row segments that came from it. col holds all P*Q rows.
+// pixel sums, in a fixed order, the row segments that came from it. col holds all P*Q rows.
 template <typename T>
 void col2im_rows_gather(const Conv2dProblem& p, const T* col, T* x, int64_t x_stride_c, int64_t x_stride_h,
                         int64_t x_stride_w, int64_t h_begin, int64_t h_end) {
   const int64_t Cg = p.C_per_group(), CRS = p.gemm_k();
   for (int64_t h = h_begin; h < h_end; ++h) {
+    const PaddedReaders row_readers = p.readers_of_row(h);
     for (int64_t w = 0; w < p.W; ++w) {
+      const PaddedReaders col_readers = p.readers_of_col(w);
       T* dst = x + h * x_stride_h + w * x_stride_w;
       for (int64_t c = 0; c < Cg; ++c) dst[c * x_stride_c] = T(0);
-      for (int64_t r = 0; r < p.R; ++r) {
-        const int64_t out_h = p.output_row_of_tap(h, r);
-        if (out_h < 0) continue;
-        for (int64_t s = 0; s < p.S; ++s) {
-          const int64_t out_w = p.output_col_of_tap(w, s);
-          if (out_w < 0) continue;
-          const T* src = col + (out_h * p.Q + out_w) * CRS + (r * p.S + s) * Cg;
-          if (x_stride_c == 1) {
-            for (int64_t c = 0; c < Cg; ++c) dst[c] += src[c];
-          } else {
-            for (int64_t c = 0; c < Cg; ++c) dst[c * x_stride_c] += src[c];
+      for (int64_t i = 0; i < row_readers.count(); ++i) {
+        for (int64_t r = 0; r < p.R; ++r) {
+          const int64_t out_h = p.output_row_of_tap(row_readers[i], r);
+          if (out_h < 0) continue;
+          for (int64_t j = 0; j < col_readers.count(); ++j) {
+            for (int64_t s = 0; s < p.S; ++s) {
+              const int64_t out_w = p.output_col_of_tap(col_readers[j], s);
+              if (out_w < 0) continue;
+              const T* src = col + (out_h * p.Q + out_w) * CRS + (r * p.S + s) * Cg;
+              if (x_stride_c == 1) {
+                for (int64_t c = 0; c < Cg; ++c) dst[c] += src[c];
+              } else {
+                for (int64_t c = 0; c < Cg; ++c) dst[c * x_stride_c] += src[c];
+              }
+            }
           }
         }
       }

@@ -35,18 +35,23 @@ __global__ void __launch_bounds__(256)
     const int64_t c = t % p.C;
     const int64_t n = t / p.C;
     const int64_t g = c / Cg, cg = c % Cg;
+    const PaddedReaders row_readers = p.readers_of_row(h), col_readers = p.readers_of_col(w);
     acc sum = acc(0);
-    for (int64_t r = 0; r < p.R; ++r) {
-      const int64_t out_h = p.output_row_of_tap(h, r);
-      if (out_h < 0) continue;
-      for (int64_t s = 0; s < p.S; ++s) {
-        const int64_t out_w = p.output_col_of_tap(w, s);
-        if (out_w < 0) continue;
-        const scalar_t* dy_pos = dy + n * dys.n + out_h * dys.h + out_w * dys.w;
-        const scalar_t* w_rs = wt + cg * ws.c + r * ws.h + s * ws.w;
-        for (int64_t kk = 0; kk < Kg; ++kk) {
-          const int64_t k = g * Kg + kk;
-          sum += static_cast<acc>(dy_pos[k * dys.c]) * static_cast<acc>(w_rs[k * ws.n]);
+    for (int64_t ri = 0; ri < row_readers.count(); ++ri) {
+      for (int64_t r = 0; r < p.R; ++r) {
+        const int64_t out_h = p.output_row_of_tap(row_readers[ri], r);
+        if (out_h < 0) continue;
+        for (int64_t si = 0; si < col_readers.count(); ++si) {
+          for (int64_t s = 0; s < p.S; ++s) {
+            const int64_t out_w = p.output_col_of_tap(col_readers[si], s);
+            if (out_w < 0) continue;
+            const scalar_t* dy_pos = dy + n * dys.n + out_h * dys.h + out_w * dys.w;
+            const scalar_t* w_rs = wt + cg * ws.c + r * ws.h + s * ws.w;
+            for (int64_t kk = 0; kk < Kg; ++kk) {
+              const int64_t k = g * Kg + kk;
+              sum += static_cast<acc>(dy_pos[k * dys.c]) * static_cast<acc>(w_rs[k * ws.n]);
+            }
+          }
         }
       }
     }
@@ -85,9 +90,8 @@ __global__ void __launch_bounds__(kReduceThreads)
   acc sum = acc(0);
   for (int64_t i = threadIdx.x; i < total; i += kReduceThreads) {
     const int64_t n = i / PQ, pq = i % PQ, out_h = pq / p.Q, out_w = pq % p.Q;
-    const int64_t h = out_h * p.stride_h - p.pad_h + r * p.dilation_h;
-    const int64_t w = out_w * p.stride_w - p.pad_w + s * p.dilation_w;
-    if (h < 0 || h >= p.H || w < 0 || w >= p.W) continue;
+    const int64_t h = p.input_row(out_h, r), w = p.input_col(out_w, s);
+    if (h < 0 || w < 0) continue;
     sum += static_cast<acc>(dy[n * dys.n + k * dys.c + out_h * dys.h + out_w * dys.w]) *
            static_cast<acc>(x[n * xs.n + c * xs.c + h * xs.h + w * xs.w]);
   }

@@ -18,31 +18,31 @@ namespace k = ::fastconv::kernels;
 
 at::Tensor conv2d_fprop(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                        c10::string_view algorithm) {
+                        c10::string_view algorithm, c10::string_view padding_mode) {
   const at::TensorArg input_arg{input, "input", 1}, weight_arg{weight, "weight", 2};
   at::checkAllSameGPU("conv2d", {input_arg, weight_arg});
   if (bias.has_value() && bias->defined()) at::checkAllSameGPU("conv2d", {input_arg, {*bias, "bias", 3}});
   const c10::cuda::CUDAGuard guard(input.device());
   return k::conv2d_fprop_host(at::cuda::getCurrentCUDAStream(), input, weight, bias, stride, padding, dilation,
-                              groups, algorithm);
+                              groups, algorithm, padding_mode);
 }
 
 at::Tensor conv2d_dgrad(const at::Tensor& grad_output, const at::Tensor& weight, c10::SymIntArrayRef input_size,
                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                        c10::string_view algorithm) {
+                        c10::string_view algorithm, c10::string_view padding_mode) {
   at::checkAllSameGPU("conv2d backward", {{grad_output, "grad_output", 1}, {weight, "weight", 2}});
   const c10::cuda::CUDAGuard guard(grad_output.device());
   return k::conv2d_dgrad_host(at::cuda::getCurrentCUDAStream(), grad_output, weight, input_size, stride, padding,
-                              dilation, groups, algorithm);
+                              dilation, groups, algorithm, padding_mode);
 }
 
 at::Tensor conv2d_wgrad(const at::Tensor& grad_output, const at::Tensor& input, c10::SymIntArrayRef weight_size,
                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                        c10::string_view algorithm) {
+                        c10::string_view algorithm, c10::string_view padding_mode) {
   at::checkAllSameGPU("conv2d backward", {{grad_output, "grad_output", 1}, {input, "input", 2}});
   const c10::cuda::CUDAGuard guard(grad_output.device());
   return k::conv2d_wgrad_host(at::cuda::getCurrentCUDAStream(), grad_output, input, weight_size, stride, padding,
-                              dilation, groups, algorithm);
+                              dilation, groups, algorithm, padding_mode);
 }
 
 at::Tensor conv2d_bgrad(const at::Tensor& grad_output) {

@@ -39,11 +39,11 @@ __global__ void __launch_bounds__(256)
     acc sum = bias != nullptr ? static_cast<acc>(bias[k]) : acc(0);
     for (int64_t c = 0; c < Cg; ++c)
       for (int64_t r = 0; r < p.R; ++r) {
-        const int64_t h = out_h * p.stride_h - p.pad_h + r * p.dilation_h;
-        if (h < 0 || h >= p.H) continue;
+        const int64_t h = p.input_row(out_h, r);
+        if (h < 0) continue;
         for (int64_t s = 0; s < p.S; ++s) {
-          const int64_t w = q * p.stride_w - p.pad_w + s * p.dilation_w;
-          if (w < 0 || w >= p.W) continue;
+          const int64_t w = p.input_col(q, s);
+          if (w < 0) continue;
           sum += static_cast<acc>(x[n * xs.n + (g * Cg + c) * xs.c + h * xs.h + w * xs.w]) *
                  static_cast<acc>(wt[k * ws.n + c * ws.c + r * ws.h + s * ws.w]);
         }
@@ -93,12 +93,13 @@ __global__ void __launch_bounds__(kDirectThreads)
   for (int kk = 0; kk < KT; ++kk) sum[kk] = acc(0);
 
   for (int64_t c0 = 0; c0 < Cg; c0 += tile.ct) {
-    // Stage the input tiles (halo included, zeros outside the image or past the last channel).
+    // Stage the input tiles (halo included, mapped through the padding mode; zeros for zero padding or
+    // past the last channel).
     for (int64_t i = tid; i < tile.ct * in_plane; i += kDirectThreads) {
       const int64_t cl = i / in_plane, hw = i % in_plane;
-      const int64_t h = h0 + hw / tile.in_w, w = w0 + hw % tile.in_w;
+      const int64_t h = p.source_row(h0 + hw / tile.in_w), w = p.source_col(w0 + hw % tile.in_w);
       const int64_t c = c0 + cl;
-      in_s[i] = (c < Cg && h >= 0 && h < p.H && w >= 0 && w < p.W)
+      in_s[i] = (c < Cg && h >= 0 && w >= 0)
                     ? static_cast<acc>(x_n[c * xs.c + h * xs.h + w * xs.w])
                     : acc(0);
     }

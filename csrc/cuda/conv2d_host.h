@@ -39,12 +39,6 @@ inline Conv2dAlgorithm choose_conv2d_algorithm(const Conv2dProblem& p, c10::stri
   return Conv2dAlgorithm::Im2col;
 }
 
-// A 1x1, stride-1, unpadded convolution needs no im2col: the input already is the column matrix.
-inline bool is_pointwise(const Conv2dProblem& p) {
-  return p.R == 1 && p.S == 1 && p.stride_h == 1 && p.stride_w == 1 && p.pad_h == 0 && p.pad_w == 0 &&
-         p.P == p.H && p.Q == p.W;
-}
-
 // Images per im2col chunk: the column workspace stays under 2^26 elements and the GEMM batch under 65535.
 inline int64_t images_per_chunk(const Conv2dProblem& p) {
   const int64_t per_image = std::max<int64_t>(1, p.C * p.R * p.S * p.P * p.Q);
@@ -69,7 +63,7 @@ void fprop_im2col(Stream stream, const Conv2dProblem& p, const at::Tensor& input
   const Strides4 xs = strides4(input), ys = strides4(output);
   const int64_t y_pq = pq_stride(output);
   TORCH_INTERNAL_ASSERT(y_pq >= 0, "conv2d: the output's spatial dimensions must collapse");
-  const bool pointwise = is_pointwise(p) && pq_stride(input) >= 0 && !use_blas;
+  const bool pointwise = p.is_pointwise() && pq_stride(input) >= 0 && !use_blas;
   const int64_t nb = images_per_chunk(p);
   at::Tensor col;
   if (!pointwise) col = at::empty({nb, G, CRS, PQ}, input.options());
@@ -118,9 +112,10 @@ at::Tensor conv2d_fprop_typed(Stream stream, const Conv2dProblem& p, Conv2dAlgor
 inline at::Tensor conv2d_fprop_host(Stream stream, const at::Tensor& input, const at::Tensor& weight,
                                     const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                                     at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                                    c10::string_view algorithm) {
+                                    c10::string_view algorithm, c10::string_view padding_mode) {
   check_conv2d_tensors("conv2d", input, "input", weight, "weight");
-  const Conv2dProblem p = make_conv2d_problem(input.sizes(), weight.sizes(), stride, padding, dilation, groups);
+  const Conv2dProblem p =
+      make_conv2d_problem(input.sizes(), weight.sizes(), stride, padding, dilation, groups, padding_mode);
   at::Tensor bias_tensor = bias.has_value() ? *bias : at::Tensor();
   if (bias_tensor.defined()) {
     check_conv2d_bias(p, input, bias_tensor);
@@ -147,7 +142,7 @@ void dgrad_im2col(Stream stream, const Conv2dProblem& p, const at::Tensor& dy_in
   const Strides4 dys = strides4(dy), dxs = strides4(grad_input);
   scalar_t* dx = grad_input.mutable_data_ptr<scalar_t>();
   const int64_t dx_pq = pq_stride(grad_input);
-  const bool pointwise = is_pointwise(p) && dx_pq >= 0 && !use_blas;
+  const bool pointwise = p.is_pointwise() && dx_pq >= 0 && !use_blas;
   const int64_t nb = images_per_chunk(p);
   at::Tensor dcol;
   if (!pointwise) dcol = at::empty({nb, G, CRS, PQ}, dy.options().dtype(acc_scalar_type<scalar_t>()));
@@ -180,10 +175,11 @@ void dgrad_im2col(Stream stream, const Conv2dProblem& p, const at::Tensor& dy_in
 
 inline at::Tensor conv2d_dgrad_host(Stream stream, const at::Tensor& grad_output, const at::Tensor& weight,
                                     c10::SymIntArrayRef input_size, at::IntArrayRef stride, at::IntArrayRef padding,
-                                    at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm) {
+                                    at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm,
+                                    c10::string_view padding_mode) {
   check_conv2d_tensors("conv2d backward", grad_output, "grad_output", weight, "weight");
   const Conv2dProblem p = make_conv2d_problem(C10_AS_INTARRAYREF_SLOW(input_size), weight.sizes(), stride,
-                                              padding, dilation, groups);
+                                              padding, dilation, groups, padding_mode);
   check_conv2d_grad_output(p, grad_output);
   const Conv2dAlgorithm chosen = choose_conv2d_algorithm(p, algorithm);
   at::Tensor grad_input = new_output({p.N, p.C, p.H, p.W}, grad_output.options(),
@@ -217,7 +213,7 @@ void wgrad_im2col(Stream stream, const Conv2dProblem& p, const at::Tensor& dy_in
     grad_weight.zero_();
     return;
   }
-  const bool pointwise = is_pointwise(p) && pq_stride(input) >= 0 && !use_blas;
+  const bool pointwise = p.is_pointwise() && pq_stride(input) >= 0 && !use_blas;
   const int64_t nb = use_blas ? images_per_chunk(p) : 1;
   at::Tensor col;
   if (!pointwise) col = at::empty({nb, G, CRS, PQ}, input.options());
@@ -256,10 +252,11 @@ void wgrad_im2col(Stream stream, const Conv2dProblem& p, const at::Tensor& dy_in
 
 inline at::Tensor conv2d_wgrad_host(Stream stream, const at::Tensor& grad_output, const at::Tensor& input,
                                     c10::SymIntArrayRef weight_size, at::IntArrayRef stride, at::IntArrayRef padding,
-                                    at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm) {
+                                    at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm,
+                                    c10::string_view padding_mode) {
   check_conv2d_tensors("conv2d backward", grad_output, "grad_output", input, "input");
   const Conv2dProblem p = make_conv2d_problem(input.sizes(), C10_AS_INTARRAYREF_SLOW(weight_size), stride,
-                                              padding, dilation, groups);
+                                              padding, dilation, groups, padding_mode);
   check_conv2d_grad_output(p, grad_output);
   const Conv2dAlgorithm chosen = choose_conv2d_algorithm(p, algorithm);
   at::Tensor grad_weight = new_output({p.K, p.C_per_group(), p.R, p.S}, grad_output.options());

@@ -8,8 +8,9 @@
 // Kernel versions:
 //   im2col_kernel v1: one thread per column element, q fastest -> consecutive threads write consecutive
 //     addresses and, for stride 1 NCHW input, read consecutive ones; a grid-stride loop with 64-bit indices.
-//   col2im_gather_kernel v1: one thread per input element summing its R*S column entries in a fixed order
-//     -> no atomics, each output written once, bitwise deterministic.
+//   col2im_gather_kernel v1: one thread per input element summing its column entries (R*S, more when a
+//     reflect/replicate/circular padding also reads it) in a fixed order -> no atomics, each output
+//     written once, bitwise deterministic.
 #pragma once
 
 #include "conv2d_common.cuh"
@@ -32,10 +33,8 @@ __global__ void __launch_bounds__(kElementwiseThreads)
     const int64_t r = t % p.R; t /= p.R;
     const int64_t c = t % p.C;
     const int64_t n = t / p.C;
-    const int64_t h = out_h * p.stride_h - p.pad_h + r * p.dilation_h;
-    const int64_t w = q * p.stride_w - p.pad_w + s * p.dilation_w;
-    col[i] = (h >= 0 && h < p.H && w >= 0 && w < p.W) ? x[n * xs.n + c * xs.c + h * xs.h + w * xs.w]
-                                                      : scalar_t(0);
+    const int64_t h = p.input_row(out_h, r), w = p.input_col(q, s);
+    col[i] = (h >= 0 && w >= 0) ? x[n * xs.n + c * xs.c + h * xs.h + w * xs.w] : scalar_t(0);
   }
 }
 
@@ -54,14 +53,19 @@ __global__ void __launch_bounds__(kElementwiseThreads)
     const int64_t c = t % p.C;
     const int64_t n = t / p.C;
     const acc* col_c = col + (n * p.C + c) * p.R * p.S * PQ;
+    const PaddedReaders row_readers = p.readers_of_row(h), col_readers = p.readers_of_col(w);
     acc sum = acc(0);
-    for (int64_t r = 0; r < p.R; ++r) {
-      const int64_t out_h = p.output_row_of_tap(h, r);
-      if (out_h < 0) continue;
-      for (int64_t s = 0; s < p.S; ++s) {
-        const int64_t out_w = p.output_col_of_tap(w, s);
-        if (out_w < 0) continue;
-        sum += col_c[(r * p.S + s) * PQ + out_h * p.Q + out_w];
+    for (int64_t ri = 0; ri < row_readers.count(); ++ri) {
+      for (int64_t r = 0; r < p.R; ++r) {
+        const int64_t out_h = p.output_row_of_tap(row_readers[ri], r);
+        if (out_h < 0) continue;
+        for (int64_t si = 0; si < col_readers.count(); ++si) {
+          for (int64_t s = 0; s < p.S; ++s) {
+            const int64_t out_w = p.output_col_of_tap(col_readers[si], s);
+            if (out_w < 0) continue;
+            sum += col_c[(r * p.S + s) * PQ + out_h * p.Q + out_w];
+          }
+        }
       }
     }
     dx[n * dxs.n + c * dxs.c + h * dxs.h + w * dxs.w] = static_cast<scalar_t>(sum);

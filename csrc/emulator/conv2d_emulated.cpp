@@ -18,29 +18,30 @@ void check_cpu(const char* op, const at::Tensor& t, const char* name) {
 
 at::Tensor conv2d_fprop(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                        c10::string_view algorithm) {
+                        c10::string_view algorithm, c10::string_view padding_mode) {
   check_cpu("conv2d", input, "input");
   check_cpu("conv2d", weight, "weight");
   if (bias.has_value() && bias->defined()) check_cpu("conv2d", *bias, "bias");
-  return k::conv2d_fprop_host(Stream{}, input, weight, bias, stride, padding, dilation, groups, algorithm);
+  return k::conv2d_fprop_host(Stream{}, input, weight, bias, stride, padding, dilation, groups, algorithm,
+                              padding_mode);
 }
 
 at::Tensor conv2d_dgrad(const at::Tensor& grad_output, const at::Tensor& weight, c10::SymIntArrayRef input_size,
                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                        c10::string_view algorithm) {
+                        c10::string_view algorithm, c10::string_view padding_mode) {
   check_cpu("conv2d backward", grad_output, "grad_output");
   check_cpu("conv2d backward", weight, "weight");
   return k::conv2d_dgrad_host(Stream{}, grad_output, weight, input_size, stride, padding, dilation, groups,
-                              algorithm);
+                              algorithm, padding_mode);
 }
 
 at::Tensor conv2d_wgrad(const at::Tensor& grad_output, const at::Tensor& input, c10::SymIntArrayRef weight_size,
                         at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                        c10::string_view algorithm) {
+                        c10::string_view algorithm, c10::string_view padding_mode) {
   check_cpu("conv2d backward", grad_output, "grad_output");
   check_cpu("conv2d backward", input, "input");
   return k::conv2d_wgrad_host(Stream{}, grad_output, input, weight_size, stride, padding, dilation, groups,
-                              algorithm);
+                              algorithm, padding_mode);
 }
 
 at::Tensor conv2d_bgrad(const at::Tensor& grad_output) {
