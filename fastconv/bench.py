@@ -11,8 +11,10 @@ as "n/a" and the run goes on.
 
 Throughput is GFLOP/s for convolutions and GEMMs (2·N·K·P·Q·C/g·R·S per pass) and GB/s for pooling
 (bytes read + written); ``ratio`` is the baseline's time over the candidate's (above 1: faster than
-PyTorch); ``peak`` is the fraction of the machine's own peak, measured at start with a large torch.mm
-(and, for GB/s, a large tensor copy).
+PyTorch). ``--baseline`` takes the convolution ratios against another candidate instead (``torch_im2col``:
+fastconv's im2col against PyTorch's own im2col path); the outputs are still checked against PyTorch's
+default path, and pooling, GEMM and model rows keep ``torch`` as their baseline. ``peak`` is the fraction
+of the machine's own peak, measured at start with a large torch.mm (and, for GB/s, a large tensor copy).
 """
 from __future__ import annotations
 
@@ -39,6 +41,8 @@ from .shapes import (CONV_SHAPES, GEMM_SHAPES, INFO_CONV, POOL_SHAPES, QUICK_CON
                      ConvShape, GemmShape, PoolShape)
 
 SCHEMA = "fastconv-bench/1"
+# PyTorch's default path: the reference every output is checked against, and the default baseline of the
+# ratios (--baseline changes the latter for convolutions).
 BASELINE = "torch"
 FASTCONV_ALGORITHMS = ("auto", "direct", "im2col", "im2col_blas")
 CONV_CANDIDATES = (BASELINE, "torch_im2col") + FASTCONV_ALGORITHMS
@@ -476,6 +480,7 @@ def metadata(config):
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "dtype": config.dtype,
+        "baseline": config.baseline,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "build_info": build_info(),
@@ -540,7 +545,7 @@ def run_job(job, config, peak, timer):
         work = shape.flops * (3 if pass_ == "train_step" else 1)
         m = measure(cands, **common)
         return rows_from(m, section=section, shape=shape.name, desc=shape.describe(), layout=layout, pass_=pass_,
-                         work=work, unit="GFLOP/s", peak=flops_peak)
+                         work=work, unit="GFLOP/s", peak=flops_peak, baseline=config.baseline)
     if section == "pool":
         cands = pool_candidates(shape, pass_, device=config.device, dtype=dtype, layout=layout)
         m = measure(cands, **common)
@@ -563,11 +568,17 @@ def run_job(job, config, peak, timer):
                      pass_=pass_, work=8, unit="img/s", peak=None)
 
 
-def summarize(rows):
-    """Geometric mean of the ratios per (section, pass, layout, candidate), over the shapes that ran."""
+def baseline_of(section, conv_baseline=BASELINE):
+    """The candidate a section's ratios are taken against: --baseline for convolutions, else torch."""
+    return conv_baseline if section == "conv" else BASELINE
+
+
+def summarize(rows, baseline=BASELINE):
+    """Geometric mean of the ratios per (section, pass, layout, candidate), over the shapes that ran;
+    baseline: the conv rows' baseline (left out, as torch is for the other sections)."""
     groups = {}
     for r in rows:
-        if r.section not in ("conv", "pool", "gemm") or r.candidate == BASELINE:
+        if r.section not in ("conv", "pool", "gemm") or r.candidate == baseline_of(r.section, baseline):
             continue
         key = (r.section, r.pass_, r.layout, r.candidate)
         groups.setdefault(key, []).append(r.ratio)
@@ -622,7 +633,7 @@ def run_suite(config, conv_shapes=CONV_SHAPES, pool_shapes=POOL_SHAPES, gemm_sha
             ref = peak.get("gbps") if r.unit == "GB/s" else peak.get("gflops") if r.unit == "GFLOP/s" else None
             r.peak_fraction = r.throughput / ref if ref and r.throughput is not None else None
     return {"schema": SCHEMA, "meta": metadata(config), "peak": peak, "rows": [r.as_dict() for r in rows],
-            "summary": summarize(rows)}
+            "summary": summarize(rows, config.baseline)}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -710,7 +721,8 @@ def format_markdown(doc, ratios_only=True, show_peak=True):
             for c in table[k]:
                 if c not in cands:
                     cands.append(c)
-        out.append(f"\n**{section}** (ratio to `{BASELINE}`, higher is faster"
+        base = baseline_of(section, doc["meta"].get("baseline", BASELINE))
+        out.append(f"\n**{section}** (ratio to `{base}`, higher is faster"
                    + ("; in brackets the fraction of the measured peak)" if show_peak else ")") + "\n")
         head = ["shape", "layout", "pass"] + cands
         out.append("| " + " | ".join(head) + " |")
@@ -758,8 +770,14 @@ def format_header(doc):
     if p.get("gflops"):
         lines.append(f"measured peak (best of start and end): torch.mm {p['gemm_size']}^2 {p['gflops']:.1f} "
                      f"GFLOP/s; copy {p['gbps']:.1f} GB/s (read + write, DRAM-sized)")
-    lines.append(f"ratio = time of '{BASELINE}' (PyTorch's default path) / time of the candidate; "
-                 "peak = throughput / measured peak")
+    base = m.get("baseline", BASELINE)
+    if base == BASELINE:
+        lines.append(f"ratio = time of '{BASELINE}' (PyTorch's default path) / time of the candidate; "
+                     "peak = throughput / measured peak")
+    else:
+        lines.append(f"ratio = time of the baseline / time of the candidate, the baseline being '{base}' for "
+                     f"convolutions and '{BASELINE}' (PyTorch's default path) for the other sections; "
+                     "peak = throughput / measured peak")
     return "\n".join(lines)
 
 
@@ -769,7 +787,8 @@ def plot(doc, path):
     import matplotlib.pyplot as plt
 
     table, cands = pivot(doc)
-    cands = [c for c in cands if c != BASELINE]
+    base = doc["meta"].get("baseline", BASELINE)
+    cands = [c for c in cands if c not in (BASELINE, base)]
     keys = list(table)
     fig, ax = plt.subplots(figsize=(max(8, 0.45 * len(keys) * max(1, len(cands)) / 2), 6))
     width = 0.8 / max(1, len(cands))
@@ -779,7 +798,8 @@ def plot(doc, path):
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(keys))])
     ax.set_xticklabels([f"{k[1]} {k[3]} {k[4]}" for k in keys], rotation=75, ha="right", fontsize=7)
-    ax.set_ylabel(f"speed relative to {BASELINE} (higher is faster)")
+    other = f" (conv), {BASELINE} (the rest)" if base != BASELINE else ""
+    ax.set_ylabel(f"speed relative to {base}{other} (higher is faster)")
     m = doc["meta"]
     ax.set_title(f"fastconv {m['commit'] or ''} on {m['device']}, {m['threads']} threads, {m['dtype']}", fontsize=9)
     ax.legend(fontsize=8)
@@ -812,6 +832,10 @@ def parser():
                    help="forward,grad_input,grad_weight,train_step (pooling: forward and backward)")
     p.add_argument("--algorithms", type=_csv(CONV_CANDIDATES[1:]), default=None,
                    help="conv candidates beside 'torch': torch_im2col," + ",".join(FASTCONV_ALGORITHMS))
+    p.add_argument("--baseline", choices=list(CONV_CANDIDATES), default=BASELINE,
+                   help="the conv candidate the ratios and geometric means are taken against (default torch; "
+                        "torch_im2col: fastconv's im2col against PyTorch's own im2col path). Added to the "
+                        "candidates when --algorithms leaves it out. Pooling, GEMM and model rows: always torch")
     p.add_argument("--dtype", choices=list(DTYPES), default="float32")
     p.add_argument("--channels-last", nargs="?", const="only", choices=["only", "both"], default=None,
                    help="channels_last tensors ('only'), or NCHW and channels_last ('both'). Without it: "
@@ -853,6 +877,8 @@ def configure(argv):
     config.model_algorithms = [a for a in config.algorithms if a in FASTCONV_ALGORITHMS]
     if config.model_algorithms == list(FASTCONV_ALGORITHMS):
         config.model_algorithms = ["auto"]  # the whole model once per algorithm only when asked for
+    if config.baseline != BASELINE and config.baseline not in config.algorithms:
+        config.algorithms.insert(0, config.baseline)  # conv rows only: the model's baseline is torch
     if config.quick and config.passes == list(CONV_PASSES):
         config.passes = ["forward", "train_step"]
     config.conv_layouts = {None: ["nchw"], "only": ["channels_last"], "both": ["nchw", "channels_last"]}[

@@ -299,6 +299,43 @@ def test_filters_layouts_and_markdown(capsys):
     assert "| shape | layout | pass | torch | direct |" in out
 
 
+def test_baseline_torch_im2col(tmp_path, capsys):
+    # fastconv's im2col against PyTorch's own im2col path (oneDNN off): ratios and geometric means are taken
+    # against torch_im2col for convolutions, against torch for pooling; outputs still checked against torch.
+    path = tmp_path / "im2col.json"
+    status, out = run_tiny(["--sections", "conv,pool", "--passes", "forward", "--shapes", "tiny.3x3,tiny.pool",
+                            "--algorithms", "im2col", "--baseline", "torch_im2col", "--format", "markdown",
+                            "--json", str(path)], capsys)
+    assert status == 0
+    doc = json.loads(path.read_text())
+    assert doc["meta"]["baseline"] == "torch_im2col"
+    conv = {r["candidate"]: r for r in doc["rows"] if r["section"] == "conv"}
+    assert set(conv) == {"torch", "torch_im2col", "im2col"}  # the baseline joins though --algorithms left it out
+    assert all(r["median_s"] is not None for r in conv.values())
+    base_s = conv["torch_im2col"]["median_s"]
+    assert conv["torch_im2col"]["ratio"] == 1.0
+    assert conv["im2col"]["ratio"] == pytest.approx(base_s / conv["im2col"]["median_s"])
+    assert conv["torch"]["ratio"] == pytest.approx(base_s / conv["torch"]["median_s"])
+    pool = [r for r in doc["rows"] if r["section"] == "pool"]
+    assert pool and all(r["ratio"] == 1.0 for r in pool if r["candidate"] == "torch")
+    summary = {(s["section"], s["candidate"]): s for s in doc["summary"] if s["layout"] == "nchw"}
+    assert set(summary) == {("conv", "torch"), ("conv", "im2col"), ("pool", "fastconv")}
+    assert summary[("conv", "im2col")]["geomean_ratio"] == pytest.approx(conv["im2col"]["ratio"])
+    assert "**conv** (ratio to `torch_im2col`" in out and "**pool** (ratio to `torch`" in out
+    assert "'torch_im2col' for convolutions" in out
+    assert "| shape | layout | pass | torch | torch_im2col | im2col |" in out
+
+
+def test_default_baseline_is_torch(capsys):
+    config = bench.configure(["--algorithms", "im2col"])
+    assert config.baseline == "torch" and config.algorithms == ["im2col"]
+    assert bench.configure(["--algorithms", "im2col", "--baseline", "torch_im2col"]).algorithms == [
+        "torch_im2col", "im2col"]
+    with pytest.raises(SystemExit):
+        bench.configure(["--baseline", "fastconv"])
+    capsys.readouterr()
+
+
 def test_plot(tmp_path, capsys, monkeypatch):
     pytest.importorskip("matplotlib")
     path = tmp_path / "ratios.png"

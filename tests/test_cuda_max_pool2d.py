@@ -18,8 +18,7 @@ import fastconv
 import fastconv.emulation
 from fastconv.reference import max_pool2d_bprop, max_pool2d_fprop
 
-NAN = float("nan")
-INF = float("inf")
+from pool_cases import INF, NAN, PLANE_CASES, ROW_CASES, row_id
 
 
 class Backend:
@@ -138,17 +137,7 @@ def test_fprop_matches_torch_and_reference(backend, p):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("row, value, index", [
-    ([1, NAN, 2], NAN, 1),            # a NaN beats any number
-    ([NAN, 5, 2], NAN, 0),            # ... even when it comes first
-    ([1, NAN, 2, NAN], NAN, 3),       # the LAST NaN in scan order wins
-    ([NAN, INF, NAN, 1], NAN, 2),
-    ([3, 3, 1], 3, 0),                # ties: the FIRST maximum wins
-    ([1, 3, 3], 3, 1),
-    ([-INF, -INF, -INF], -INF, 0),    # nothing beats -inf: the first position
-    ([-INF, -1, -INF], -1, 1),
-    ([INF, INF, 2], INF, 0),
-])
+@pytest.mark.parametrize("row, value, index", ROW_CASES, ids=[row_id(c) for c in ROW_CASES])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_nan_inf_and_tie_rules(backend, row, value, index, dtype):
     for layout in ("contiguous", "channels_last"):
@@ -161,17 +150,15 @@ def test_nan_inf_and_tie_rules(backend, row, value, index, dtype):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_nan_scan_order_is_row_major_and_overlapping_windows(backend):
-    x = torch.tensor([[[[1, NAN], [NAN, 2]]]], device=backend.device)
-    y, idx = backend.pool(x, 2, return_indices=True)
-    assert torch.isnan(y).all() and idx.item() == 2        # (1, 0) comes after (0, 1)
-    x = torch.tensor([[[[1.0, 7], [7, 2]]]], device=backend.device)
-    y, idx = backend.pool(x, 2, return_indices=True)
-    assert y.item() == 7 and idx.item() == 1
-    x = torch.tensor([[[[1, 2, 3, 4], [5, NAN, 6, 7], [8, 9, 10, 11]]]], device=backend.device)
-    y, idx = backend.pool(x, 2, 1, return_indices=True)
-    assert idx.cpu().tolist() == [[[[5, 5, 7], [5, 5, 11]]]]
-    assert_identical(y, F.max_pool2d(x.cpu(), 2, 1))
+@pytest.mark.parametrize("case", PLANE_CASES, ids=lambda c: c.name)
+def test_nan_scan_order_overlap_and_padding(backend, case):
+    for layout in ("contiguous", "channels_last"):
+        # Two channels with the same plane, so channels_last really interleaves them.
+        x = make_input(np.array([[case.plane, case.plane]], dtype=np.float64), layout, backend.device)
+        y, idx = backend.pool(x, *case.args, return_indices=True)
+        assert idx.cpu().tolist() == [[case.indices] * 2]
+        assert_identical(y.cpu(), torch.tensor([[case.values] * 2], dtype=y.dtype))
+        assert_identical(y, F.max_pool2d(x.cpu(), *case.args))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

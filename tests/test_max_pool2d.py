@@ -14,8 +14,8 @@ import fastconv
 from fastconv import reference
 
 import lecture_examples as lecture
+from pool_cases import INF, NAN, PLANE_CASES, ROW_CASES, row_id
 
-NAN, INF = float("nan"), float("inf")
 CL = torch.channels_last
 LAYOUTS = ["nchw", "channels_last", "slice", "transposed", "channels_last_slice", "unbatched", "unbatched_cl"]
 
@@ -166,17 +166,7 @@ def pool_both(rows, *args, channels=1, **kwargs):
 
 
 @pytest.mark.parametrize("channels", [1, 17])  # 17: a full channels_last block and a tail
-@pytest.mark.parametrize("row, value, index", [
-    ([1, NAN, 2], NAN, 1),           # a NaN beats any number
-    ([NAN, 5, 2], NAN, 0),           # ... even when it comes first
-    ([1, NAN, 2, NAN], NAN, 3),      # the LAST NaN in scan order wins
-    ([NAN, INF, NAN, 1], NAN, 2),
-    ([3, 3, 1], 3, 0),               # ties: the FIRST maximum wins
-    ([1, 3, 3], 3, 1),
-    ([-INF, -INF, -INF], -INF, 0),   # nothing beats -inf: the first position
-    ([-INF, -1, -INF], -1, 1),
-    ([INF, 2, INF], INF, 0),
-])
+@pytest.mark.parametrize("row, value, index", ROW_CASES, ids=[row_id(c) for c in ROW_CASES])
 def test_nan_inf_and_tie_rules(row, value, index, channels):
     y, idx = pool_both([row], (1, len(row)), channels=channels)
     np.testing.assert_array_equal(y, [[value]])
@@ -184,22 +174,11 @@ def test_nan_inf_and_tie_rules(row, value, index, channels):
 
 
 @pytest.mark.parametrize("channels", [1, 17])
-def test_nan_scan_order_and_overlap(channels):
-    y, idx = pool_both([[1, NAN], [NAN, 2]], 2, channels=channels)   # row-major: (1, 0) is the last NaN
-    assert idx == [[2]]
-    y, idx = pool_both([[1, 7], [7, 2]], 2, channels=channels)       # tie: (0, 1) comes first
-    assert y == [[7]] and idx == [[1]]
-    y, idx = pool_both([[1, 2, 3, 4], [5, NAN, 6, 7], [8, 9, 10, 11]], 2, 1, channels=channels)
-    np.testing.assert_array_equal(y, [[NAN, NAN, 7], [NAN, NAN, 11]])
-    assert idx == [[5, 5, 7], [5, 5, 11]]
-
-
-@pytest.mark.parametrize("channels", [1, 17])
-def test_padding_is_never_chosen(channels):
-    y, idx = pool_both((-np.arange(1.0, 10.0).reshape(3, 3)).tolist(), 2, 2, 1, channels=channels)
-    assert y == [[-1, -2], [-4, -5]] and idx == [[0, 1], [3, 4]]
-    y, idx = pool_both(np.full((3, 3), -INF).tolist(), 3, 2, 1, channels=channels)
-    assert idx == [[0, 1], [3, 4]]
+@pytest.mark.parametrize("case", PLANE_CASES, ids=lambda c: c.name)
+def test_nan_scan_order_overlap_and_padding(case, channels):
+    y, idx = pool_both(case.plane, *case.args, channels=channels)
+    np.testing.assert_array_equal(y, case.values)
+    assert idx == case.indices
 
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, CL])

@@ -18,14 +18,13 @@ from fastconv import reference
 from fastconv.reference import (conv2d_bgrad, conv2d_dgrad, conv2d_fprop,
                                 conv2d_wgrad, max_pool2d_bprop,
                                 max_pool2d_fprop)
+from pool_cases import INF, NAN, PLANE_CASES, ROW_CASES, row_id
 
 # The tensors here are tiny: a thread pool only adds contention, which made
 # the suite several times slower on a busy 2-core machine.
 torch.set_num_threads(1)
 
 TOL = dict(rtol=1e-10, atol=1e-12)
-NAN = np.nan
-INF = np.inf
 
 
 def t64(a):
@@ -212,46 +211,18 @@ def pool_both(x, *args, **kwargs):
     return y_ref[0, 0], idx_ref[0, 0]
 
 
-@pytest.mark.parametrize("row, value, index", [
-    ([1, NAN, 2], NAN, 1),           # a NaN beats any number
-    ([NAN, 5, 2], NAN, 0),           # ... even when it comes first
-    ([1, NAN, 2, NAN], NAN, 3),      # the LAST NaN in scan order wins
-    ([NAN, INF, NAN, 1], NAN, 2),
-    ([3, 3, 1], 3, 0),               # ties: the FIRST maximum wins
-    ([1, 3, 3], 3, 1),
-    ([-INF, -INF, -INF], -INF, 0),   # nothing beats -inf: first position
-    ([-INF, -1, -INF], -1, 1),
-])
+@pytest.mark.parametrize("row, value, index", ROW_CASES, ids=[row_id(c) for c in ROW_CASES])
 def test_max_pool2d_nan_and_tie_rules(row, value, index):
     y, idx = pool_both([row], (1, len(row)))
     assert_array_equal(y, [[value]])
     assert_array_equal(idx, [[index]])
 
 
-def test_max_pool2d_nan_scan_order_is_row_major():
-    # NaNs at (0, 1) and (1, 0): (1, 0) comes later row-major, so it wins.
-    y, idx = pool_both([[1, NAN], [NAN, 2]], 2)
-    assert np.isnan(y[0, 0]) and idx[0, 0] == 2
-    # Equal maxima at (0, 1) and (1, 0): (0, 1) comes first.
-    y, idx = pool_both([[1, 7], [7, 2]], 2)
-    assert y[0, 0] == 7 and idx[0, 0] == 1
-
-
-def test_max_pool2d_nan_in_overlapping_windows():
-    x = [[1, 2, 3, 4], [5, NAN, 6, 7], [8, 9, 10, 11]]
-    y, idx = pool_both(x, 2, 1)
-    assert_array_equal(y, [[NAN, NAN, 7], [NAN, NAN, 11]])
-    assert_array_equal(idx, [[5, 5, 7], [5, 5, 11]])
-
-
-def test_max_pool2d_padding_is_never_chosen():
-    # All-negative input with padding: -inf padding must not win, and an
-    # all -inf window reports its first in-bounds position.
-    y, idx = pool_both(-np.arange(1.0, 10.0).reshape(3, 3), 2, 2, 1)
-    assert_array_equal(y, [[-1, -2], [-4, -5]])
-    assert_array_equal(idx, [[0, 1], [3, 4]])
-    y, idx = pool_both(np.full((3, 3), -INF), 3, 2, 1)
-    assert_array_equal(idx, [[0, 1], [3, 4]])
+@pytest.mark.parametrize("case", PLANE_CASES, ids=lambda c: c.name)
+def test_max_pool2d_nan_scan_order_overlap_and_padding(case):
+    y, idx = pool_both(case.plane, *case.args)
+    assert_array_equal(y, case.values)
+    assert_array_equal(idx, case.indices)
 
 
 def test_max_pool2d_ceil_mode_drops_window_starting_in_padding():

@@ -14,24 +14,11 @@
 #include <string>
 #include <vector>
 
+#include "check.h"
 #include "cpu/gemm/gemm.h"
 #include "cpu/gemm/gemm_internal.h"
 
 namespace {
-
-int g_passed = 0, g_failed = 0;
-
-#define CHECK(cond, ...)                                   \
-  do {                                                     \
-    if (cond) {                                            \
-      ++g_passed;                                          \
-    } else {                                               \
-      ++g_failed;                                          \
-      std::printf("FAIL %s:%d: ", __FILE__, __LINE__);    \
-      std::printf(__VA_ARGS__);                            \
-      std::printf("\n");                                   \
-    }                                                      \
-  } while (0)
 
 std::mt19937_64 g_rng(12345);
 
@@ -194,8 +181,7 @@ int main(int argc, char** argv) {
     // Quick pass with whatever the dispatcher picked by itself.
     for (Layout l : {Layout::RowMajor, Layout::ColMajor})
       run_case<float>({37, 45, 300, l, l, l, false}, default_kernel.c_str());
-    std::printf("%d passed, %d failed\n", g_passed, g_failed);
-    return g_failed == 0 ? 0 : 1;
+    return fastconv_test::summary();
   }
   for (int which : {1, 2}) {
     gd::set_kernel_override(which);
@@ -213,6 +199,5 @@ int main(int argc, char** argv) {
     nested_parallel<double>(kernel.c_str());
   }
   gd::set_kernel_override(0);
-  std::printf("%d passed, %d failed\n", g_passed, g_failed);
-  return g_failed == 0 ? 0 : 1;
+  return fastconv_test::summary();
 }

@@ -5,23 +5,10 @@
 #include <random>
 #include <vector>
 
+#include "check.h"
 #include "cpu/im2col.h"
 
 namespace {
-
-int g_passed = 0, g_failed = 0;
-
-#define CHECK(cond, ...)                            \
-  do {                                              \
-    if (cond) {                                     \
-      ++g_passed;                                   \
-    } else {                                        \
-      ++g_failed;                                   \
-      std::printf("FAILED %s:%d: ", __FILE__, __LINE__); \
-      std::printf(__VA_ARGS__);                     \
-      std::printf("\n");                            \
-    }                                               \
-  } while (0)
 
 fastconv::Conv2dProblem problem(int64_t C, int64_t H, int64_t W, int64_t R, int64_t S, int64_t stride_h,
                                 int64_t stride_w, int64_t pad_top, int64_t pad_bottom, int64_t pad_left,
@@ -89,6 +76,5 @@ int main() {
     check_problem(problem(3, 6, 9, 4, 2, 1, 1, 1, 2, 0, 1, 1, 3), cl);
     check_problem(problem(1, 13, 4, 2, 3, 4, 1, 2, 2, 1, 1, 3, 1), cl);
   }
-  std::printf("%d passed, %d failed\n", g_passed, g_failed);
-  return g_failed == 0 ? 0 : 1;
+  return fastconv_test::summary();
 }

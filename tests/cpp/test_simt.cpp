@@ -13,36 +13,25 @@
 #include <thread>
 #include <vector>
 
+#include "check.h"
 #include "simt_test_kernels.cuh"
 
 namespace {
 
-int g_passed = 0;
-int g_failed = 0;
-bool g_current_ok = true;
-
-#define CHECK(cond)                                                             \
-  do {                                                                          \
-    if (!(cond)) {                                                              \
-      g_current_ok = false;                                                     \
-      std::fprintf(stderr, "  check failed at %s:%d: %s\n", __FILE__, __LINE__, \
-                   #cond);                                                      \
-    }                                                                           \
-  } while (0)
-
+// Groups the CHECKs of one test under a name: "ok" or "FAIL" per test; the counts are per check, and an
+// unexpected exception counts as one failed check.
 void run_test(const char* name, const std::function<void()>& body) {
-  g_current_ok = true;
+  const int failed_before = fastconv_test::g_failed;
   const auto start = std::chrono::steady_clock::now();
   try {
     body();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "  unexpected exception: %s\n", e.what());
-    g_current_ok = false;
+    fastconv_test::fail(__FILE__, __LINE__, "unexpected exception");
+    std::printf(" -- %s\n", e.what());
   }
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-  std::printf("%s %s (%.1f ms)\n", g_current_ok ? "ok  " : "FAIL", name, ms);
-  (g_current_ok ? g_passed : g_failed)++;
+  std::printf("%s %s (%.1f ms)\n", fastconv_test::g_failed == failed_before ? "ok  " : "FAIL", name, ms);
 }
 
 // Returns the exception message, or "<no exception>" if f did not throw E.
@@ -393,6 +382,5 @@ int main() {
   run_test("warp/block deadlock is reported", test_deadlock_reported);
   run_test("bad launch configurations are rejected", test_bad_launch_rejected);
   run_test("barrier-heavy kernel throughput", test_barrier_heavy_throughput);
-  std::printf("%d passed, %d failed\n", g_passed, g_failed);
-  return g_failed == 0 ? 0 : 1;
+  return fastconv_test::summary();
 }
