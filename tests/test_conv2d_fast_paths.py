@@ -26,7 +26,20 @@ TILE_EDGE_CASES = {
     "stride_2": ConvCase(2, 3, 15, 14, 32, 7, 7, stride=(2, 2), padding=(3, 3)),
     "stride_and_dilation": ConvCase(1, 4, 13, 12, 19, 3, 3, stride=(2, 3), padding=(2, 1), dilation=(2, 2)),
     "no_bias": ConvCase(1, 6, 6, 7, 16, 3, 3, padding=(1, 1), bias=False),
+    # dgrad through the blocked forward (stride 1): dilation; padding beyond the window's reach (the
+    # simple loops then); output channels of the transformed problem (C) in a tail block.
+    "dgrad_dilated": ConvCase(2, 19, 11, 10, 17, 3, 3, padding=(2, 1), dilation=(2, 1)),
+    "dgrad_padding_beyond_reach": ConvCase(1, 17, 5, 6, 16, 3, 3, padding=(3, 1)),
 }
+
+
+@pytest.mark.parametrize("padding,expect_blocked", [((1, 1), True), ((2, 2), True), ((3, 1), False)])
+def test_dgrad_runs_the_blocked_forward_where_it_applies(padding, expect_blocked):
+    x, w = torch.randn(1, 16, 9, 9), torch.randn(16, 16, 3, 3)
+    plan = fastconv.explain(x, w, padding=padding, algorithm="direct", verbose=False)["dgrad"]
+    assert plan["algorithm"] == ("direct" if expect_blocked else
+                                 "direct (simple loops: the blocked kernel does not apply)")
+    assert (plan["workspace_bytes"] > 0) == expect_blocked
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

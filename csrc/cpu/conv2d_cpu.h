@@ -37,6 +37,11 @@ bool direct_blocked_uses_avx2();
 int64_t direct_blocked_workspace_bytes(const Conv2dProblem& p);
 void conv2d_fprop_direct_blocked(const Conv2dProblem& p, const at::Tensor& input, const at::Tensor& weight,
                                  const at::Tensor& bias, at::Tensor& output, bool force_portable = false);
+// dgrad through the blocked forward (stride 1, groups 1, zero padding no wider than the window reaches).
+bool direct_blocked_dgrad_supported(const Conv2dProblem& p, at::ScalarType dtype);
+int64_t direct_blocked_dgrad_workspace_bytes(const Conv2dProblem& p);
+void conv2d_dgrad_direct_blocked(const Conv2dProblem& p, const at::Tensor& grad_output, const at::Tensor& weight,
+                                 at::Tensor& grad_input);
 
 // Bytes of column buffer the im2col path allocates for this pass (0 for the 1x1 GEMM).
 enum class Conv2dPass { Fprop, Dgrad, Wgrad };

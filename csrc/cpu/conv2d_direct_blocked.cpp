@@ -7,11 +7,13 @@
 //     accumulated over (r, s, c) in that fixed order: 6 broadcasts of x and 2 vector loads of w per
 //     12 FMAs, like the GEMM's micro-kernel, with the input read in place instead of packed.
 // AVX2+FMA through a target attribute, chosen at run time; a portable template computes the same tile.
+// dgrad of a stride-1 convolution runs through the same forward kernel (conv2d_dgrad_direct_blocked).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "conv2d_cpu.h"
@@ -235,6 +237,44 @@ void conv2d_fprop_direct_blocked(const Conv2dProblem& p, const at::Tensor& input
       }
     }
   });
+}
+
+}  // namespace fastconv::cpu
+
+namespace fastconv::cpu {
+
+namespace {
+
+// dgrad of a stride-1 convolution is itself a convolution: grad_output padded by reach - pad on each side
+// (reach = dilation * (R - 1)), with the filter flipped in R and S and its K and C swapped. This is the
+// problem that convolution solves; it exists when no side is padded by more than the window reaches.
+std::optional<Conv2dProblem> dgrad_as_fprop_problem(const Conv2dProblem& p) {
+  if (p.stride_h != 1 || p.stride_w != 1 || p.groups != 1 || p.padding_mode != PaddingMode::Zeros) return std::nullopt;
+  const int64_t reach_h = p.dilation_h * (p.R - 1), reach_w = p.dilation_w * (p.S - 1);
+  const int64_t pad_bottom = p.P + reach_h - p.H - p.pad_h, pad_right = p.Q + reach_w - p.W - p.pad_w;
+  const int64_t pads[4] = {reach_h - p.pad_h, reach_h - pad_bottom, reach_w - p.pad_w, reach_w - pad_right};
+  for (int64_t q : pads)
+    if (q < 0) return std::nullopt;
+  return make_conv2d_problem({p.N, p.K, p.P, p.Q}, {p.C, p.K, p.R, p.S}, {1, 1}, pads,
+                             {p.dilation_h, p.dilation_w}, 1, "zeros");
+}
+
+}  // namespace
+
+bool direct_blocked_dgrad_supported(const Conv2dProblem& p, at::ScalarType dtype) {
+  return dtype == at::kFloat && dgrad_as_fprop_problem(p).has_value();
+}
+
+int64_t direct_blocked_dgrad_workspace_bytes(const Conv2dProblem& p) {
+  return direct_blocked_workspace_bytes(*dgrad_as_fprop_problem(p));
+}
+
+void conv2d_dgrad_direct_blocked(const Conv2dProblem& p, const at::Tensor& grad_output, const at::Tensor& weight,
+                                 at::Tensor& grad_input) {
+  const Conv2dProblem t = *dgrad_as_fprop_problem(p);
+  TORCH_INTERNAL_ASSERT(t.P == p.H && t.Q == p.W);
+  // The blocked forward repacks its filter from any strides: only the flip is a (filter-sized) copy.
+  conv2d_fprop_direct_blocked(t, grad_output, weight.flip({2, 3}).transpose(0, 1), at::Tensor(), grad_input);
 }
 
 }  // namespace fastconv::cpu
