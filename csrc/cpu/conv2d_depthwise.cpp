@@ -65,6 +65,16 @@ struct DwWgrad {
   int64_t group;           // channels per task (4 vectors)
 };
 
+// One plane of the NCHW kernels: a zero-padded, phase-split copy buf[phase][row][col] of the source plane,
+// read as out[i][j] <- buf[i * stride_h + r * dilation_h][tap_off[s] + j].
+template <typename T>
+struct DwPlane {
+  int64_t rows, cols;       // output rows and columns of the plane
+  int64_t R, S, stride_h, dilation_h;
+  int64_t buf_w;            // elements per buffer row (one phase)
+  const int64_t* tap_off;   // [S]: phase offset + column offset of tap s
+};
+
 // Portable vector policy: L lanes as a plain array; GCC vectorises the fixed-length loops for the baseline ISA.
 template <typename T, int L>
 struct VecPortable {
@@ -96,6 +106,11 @@ struct VecPortable {
   static reg fma(const reg& a, const reg& b, const reg& c) {
     reg r;
     for (int i = 0; i < L; ++i) r.v[i] = a.v[i] * b.v[i] + c.v[i];
+    return r;
+  }
+  static reg set1(T x) {
+    reg r;
+    for (int i = 0; i < L; ++i) r.v[i] = x;
     return r;
   }
   static reg add(const reg& a, const reg& b) {
@@ -134,6 +149,7 @@ struct VecAvx2 {
   static inline void store_n(float* p, reg a, int n) { _mm256_maskstore_ps(p, mask(n), a); }
   static inline reg fma(reg a, reg b, reg c) { return _mm256_fmadd_ps(a, b, c); }
   static inline reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
+  static inline reg set1(float x) { return _mm256_set1_ps(x); }
 };
 
 #include "conv2d_depthwise_kernels.h"
@@ -152,12 +168,18 @@ template <typename T>
 using RowFn = void (*)(const DwGather<T>&, const DwTap*, int, T*);
 template <typename T>
 using GroupFn = void (*)(const DwWgrad<T>&, int64_t, int64_t, int64_t, T*);
+template <typename T>
+using PlaneFn = void (*)(const DwPlane<T>&, const T*, const T*, T, T*, int64_t, int64_t, T*);
+template <typename T>
+using PlaneWgradFn = void (*)(const DwPlane<T>&, const T*, const T*, int64_t, T*);
 
 // The vector policy and lane count for T on this CPU.
 template <typename T>
 struct Kernels {
   RowFn<T> row;
   GroupFn<T> group;
+  PlaneFn<T> plane;
+  PlaneWgradFn<T> plane_wgrad;
   int64_t lanes;
 };
 
@@ -165,17 +187,21 @@ template <typename T>
 Kernels<T> kernels_for() {
   constexpr int L = std::is_same_v<T, float> ? 8 : 4;
   using VP = VecPortable<T, L>;
-  return {&dw_portable::dw_gather_row<T, VP>, &dw_portable::dw_wgrad_group<T, VP>, L};
+  return {&dw_portable::dw_gather_row<T, VP>, &dw_portable::dw_wgrad_group<T, VP>,
+          &dw_portable::dw_plane_correlate<T, VP>, &dw_portable::dw_plane_wgrad<T, VP>, L};
 }
 
 template <>
 Kernels<float> kernels_for<float>() {
 #ifdef FC_DW_HAVE_AVX2_CODE
   if (cpu_has_avx2_fma() && !g_force_portable.load())
-    return {&dw_avx2::dw_gather_row<float, dw_avx2::VecAvx2>, &dw_avx2::dw_wgrad_group<float, dw_avx2::VecAvx2>, 8};
+    return {&dw_avx2::dw_gather_row<float, dw_avx2::VecAvx2>, &dw_avx2::dw_wgrad_group<float, dw_avx2::VecAvx2>,
+            &dw_avx2::dw_plane_correlate<float, dw_avx2::VecAvx2>, &dw_avx2::dw_plane_wgrad<float, dw_avx2::VecAvx2>,
+            8};
 #endif
   using VP = VecPortable<float, 8>;
-  return {&dw_portable::dw_gather_row<float, VP>, &dw_portable::dw_wgrad_group<float, VP>, 8};
+  return {&dw_portable::dw_gather_row<float, VP>, &dw_portable::dw_wgrad_group<float, VP>,
+          &dw_portable::dw_plane_correlate<float, VP>, &dw_portable::dw_plane_wgrad<float, VP>, 8};
 }
 
 // wt[r][s][c] = weight[c][0][r][s]: one contiguous vector of channels per tap.
@@ -248,18 +274,143 @@ void gather(const Conv2dProblem& p, bool dgrad, const at::Tensor& src, const at:
   });
 }
 
-// Runs the gather into dst, through an NHWC buffer when dst's channels are strided (NCHW).
-template <typename T>
-void gather_into(const Conv2dProblem& p, bool dgrad, const at::Tensor& src, const at::Tensor& wt, const T* bias,
-                 at::Tensor& dst) {
-  if (dst.stride(1) == 1) {
-    gather<T>(p, dgrad, channels_innermost(src), wt, bias, dst);
-    return;
+// The padded, phase-split plane buffer of the NCHW kernels. fprop / wgrad: the input plane at (pad_h, pad_w)
+// inside rows x cols that hold every window, columns split into stride_w phases. dgrad: grad_output spread out
+// by the stride (zeros between) at offsets (R-1)*d_h - pad_h, (S-1)*d_w - pad_w, read as a stride-1
+// correlation with the flipped filter, so dx[h][w] gathers exactly the outputs whose windows cover (h, w).
+struct PlaneGeometry {
+  int64_t rows, cols, phases, buf_w, row0, col0;
+  std::vector<int64_t> tap_off;
+  int64_t size() const { return phases * rows * buf_w; }
+  int64_t index(int64_t u, int64_t j) const { return (j % phases) * rows * buf_w + u * buf_w + j / phases; }
+};
+
+PlaneGeometry plane_geometry(const Conv2dProblem& p, bool dgrad) {
+  PlaneGeometry g;
+  if (dgrad) {
+    g.rows = p.H + (p.R - 1) * p.dilation_h;
+    g.cols = p.W + (p.S - 1) * p.dilation_w;
+    g.phases = 1;
+    g.row0 = (p.R - 1) * p.dilation_h - p.pad_h;
+    g.col0 = (p.S - 1) * p.dilation_w - p.pad_w;
+  } else {
+    g.rows = std::max(p.H + p.pad_h, (p.P - 1) * p.stride_h + (p.R - 1) * p.dilation_h + 1);
+    g.cols = std::max(p.W + p.pad_w, (p.Q - 1) * p.stride_w + (p.S - 1) * p.dilation_w + 1);
+    g.phases = p.stride_w;
+    g.row0 = p.pad_h;
+    g.col0 = p.pad_w;
   }
-  // new_output: poisoned under tests, so an element the kernel skips shows through the copy too.
-  at::Tensor tmp = new_output(dst.sizes(), dst.options(), at::MemoryFormat::ChannelsLast);
-  gather<T>(p, dgrad, channels_innermost(src), wt, bias, tmp);
-  dst.copy_(tmp);
+  g.buf_w = (g.cols + g.phases - 1) / g.phases;
+  g.tap_off.resize(p.S);
+  for (int64_t s = 0; s < p.S; ++s) {
+    const int64_t j = s * p.dilation_w;
+    g.tap_off[s] = (j % g.phases) * g.rows * g.buf_w + j / g.phases;
+  }
+  return g;
+}
+
+// Copies plane src (rows x cols, strides sh, sw) into buf: element (i, k) to buffer row row0 + i * step,
+// column col0 + k * step; positions outside the buffer are dropped (they feed no output). buf's other entries
+// are never written, so they stay the zeros of the first fill.
+template <typename T>
+void fill_plane(const PlaneGeometry& g, const T* src, int64_t rows, int64_t cols, int64_t sh, int64_t sw,
+                int64_t step_h, int64_t step_w, T* buf) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t u = g.row0 + i * step_h;
+    if (u < 0 || u >= g.rows) continue;
+    const T* s_row = src + i * sh;
+    if (g.phases == 1 && step_w == 1 && sw == 1 && g.col0 >= 0 && g.col0 + cols <= g.cols) {
+      std::copy(s_row, s_row + cols, buf + u * g.buf_w + g.col0);
+      continue;
+    }
+    for (int64_t k = 0; k < cols; ++k) {
+      const int64_t j = g.col0 + k * step_w;
+      if (j >= 0 && j < g.cols) buf[g.index(u, j)] = s_row[k * sw];
+    }
+  }
+}
+
+// NCHW fprop (dgrad = false) or dgrad (true): one (image, channel) plane per task through the plane buffer.
+template <typename T>
+void planes(const Conv2dProblem& p, bool dgrad, const at::Tensor& src, const at::Tensor& weight, const T* bias,
+            at::Tensor& dst) {
+  const PlaneGeometry g = plane_geometry(p, dgrad);
+  const Kernels<T> k = kernels_for<T>();
+  const at::Tensor wts = (dgrad ? weight.flip({2, 3}) : weight).reshape({p.C, p.R * p.S}).contiguous();
+  DwPlane<T> a;
+  a.rows = dgrad ? p.H : p.P;
+  a.cols = dgrad ? p.W : p.Q;
+  a.R = p.R;
+  a.S = p.S;
+  a.stride_h = dgrad ? 1 : p.stride_h;
+  a.dilation_h = p.dilation_h;
+  a.buf_w = g.buf_w;
+  a.tap_off = g.tap_off.data();
+  const Strides4 ss = strides_of(src), ds = strides_of(dst);
+  const int64_t src_rows = dgrad ? p.P : p.H, src_cols = dgrad ? p.Q : p.W;
+  const int64_t step_h = dgrad ? p.stride_h : 1, step_w = dgrad ? p.stride_w : 1;
+  const T* s_ptr = src.const_data_ptr<T>();
+  const T* w_ptr = wts.const_data_ptr<T>();
+  T* d_ptr = dst.mutable_data_ptr<T>();
+  at::parallel_for(0, p.N * p.C, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> buf(g.size(), T(0)), row_tmp(std::max<int64_t>(1, a.cols));
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t n = t / p.C, c = t % p.C;
+      fill_plane(g, s_ptr + n * ss.n + c * ss.c, src_rows, src_cols, ss.h, ss.w, step_h, step_w, buf.data());
+      k.plane(a, buf.data(), w_ptr + c * p.R * p.S, bias ? bias[c] : T(0), d_ptr + n * ds.n + c * ds.c, ds.h, ds.w,
+              row_tmp.data());
+    }
+  });
+}
+
+// fprop / dgrad: the NHWC gather when the destination's channels are contiguous, else the NCHW plane kernel.
+template <typename T>
+void gather_into(const Conv2dProblem& p, bool dgrad, const at::Tensor& src, const at::Tensor& weight,
+                 const T* bias, at::Tensor& dst) {
+  if (dst.stride(1) == 1) {
+    gather<T>(p, dgrad, channels_innermost(src), pack_weight(p, weight), bias, dst);
+  } else {
+    planes<T>(p, dgrad, src, weight, bias, dst);
+  }
+}
+
+// NCHW wgrad: one channel per task, images in order; per image the input plane goes through the plane buffer
+// and dy x shifted input is accumulated per tap in vector lanes, summed lane by lane at the end.
+template <typename T>
+void wgrad_planes(const Conv2dProblem& p, const at::Tensor& dy_in, const at::Tensor& x, at::Tensor& dw) {
+  const at::Tensor dy = dy_in.stride(3) == 1 ? dy_in : dy_in.contiguous();
+  const PlaneGeometry g = plane_geometry(p, false);
+  const Kernels<T> k = kernels_for<T>();
+  DwPlane<T> a;
+  a.rows = p.P;
+  a.cols = p.Q;
+  a.R = p.R;
+  a.S = p.S;
+  a.stride_h = p.stride_h;
+  a.dilation_h = p.dilation_h;
+  a.buf_w = g.buf_w;
+  a.tap_off = g.tap_off.data();
+  const Strides4 xs = strides_of(x), dys = strides_of(dy), ws = strides_of(dw);
+  const T* x_ptr = x.const_data_ptr<T>();
+  const T* dy_ptr = dy.const_data_ptr<T>();
+  T* out = dw.mutable_data_ptr<T>();
+  const int64_t taps = p.R * p.S, L = k.lanes;
+  at::parallel_for(0, p.C, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> buf(g.size(), T(0)), acc(taps * L);
+    for (int64_t c = begin; c < end; ++c) {
+      std::fill(acc.begin(), acc.end(), T(0));
+      for (int64_t n = 0; n < p.N; ++n) {
+        fill_plane(g, x_ptr + n * xs.n + c * xs.c, p.H, p.W, xs.h, xs.w, 1, 1, buf.data());
+        k.plane_wgrad(a, buf.data(), dy_ptr + n * dys.n + c * dys.c, dys.h, acc.data());
+      }
+      for (int64_t r = 0; r < p.R; ++r)
+        for (int64_t s = 0; s < p.S; ++s) {
+          T sum = T(0);
+          for (int64_t l = 0; l < L; ++l) sum += acc[(r * p.S + s) * L + l];
+          out[c * ws.n + r * ws.h + s * ws.w] = sum;
+        }
+    }
+  });
 }
 
 // Batch chunks of wgrad: enough (group, chunk) tasks to keep cores busy when C is small, from the problem only.
@@ -332,14 +483,16 @@ bool depthwise_uses_avx2() {
 void set_depthwise_force_portable(bool force) { g_force_portable.store(force); }
 
 int64_t depthwise_workspace_bytes(const Conv2dProblem& p, Conv2dPass pass, bool channels_last, int64_t elem_size) {
-  const int64_t packed_weight = p.C * p.R * p.S;
+  // NCHW: one padded plane buffer per thread (plus the lane accumulators of wgrad); no full-tensor copies.
+  if (!channels_last) {
+    const PlaneGeometry g = plane_geometry(p, pass == Conv2dPass::Dgrad);
+    return elem_size * at::get_num_threads() * (g.size() + p.R * p.S * 8) + elem_size * p.C * p.R * p.S;
+  }
   if (pass == Conv2dPass::Wgrad) {
     const int64_t group = elem_size == 4 ? 32 : 16, groups = (p.C + group - 1) / group;
-    return elem_size * (wgrad_batch_chunks(p, groups) * groups * group * p.R * p.S +
-                        (channels_last ? 0 : p.input_numel() + p.output_numel()));
+    return elem_size * wgrad_batch_chunks(p, groups) * groups * group * p.R * p.S;
   }
-  // NCHW: an NHWC copy of the source and an NHWC destination buffer.
-  return elem_size * (packed_weight + (channels_last ? 0 : p.input_numel() + p.output_numel()));
+  return elem_size * p.C * p.R * p.S;  // the packed weight
 }
 
 void conv2d_fprop_depthwise(const Conv2dProblem& p, const at::Tensor& input, const at::Tensor& weight,
@@ -347,9 +500,8 @@ void conv2d_fprop_depthwise(const Conv2dProblem& p, const at::Tensor& input, con
   TORCH_INTERNAL_ASSERT(depthwise_supported(p, input.scalar_type()));
   if (output.numel() == 0) return;
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "conv2d_fprop_depthwise", [&] {
-    const at::Tensor wt = pack_weight(p, weight);
     const at::Tensor b = bias.defined() ? bias.contiguous() : bias;
-    gather_into<scalar_t>(p, false, input, wt, b.defined() ? b.const_data_ptr<scalar_t>() : nullptr, output);
+    gather_into<scalar_t>(p, false, input, weight, b.defined() ? b.const_data_ptr<scalar_t>() : nullptr, output);
   });
 }
 
@@ -358,8 +510,7 @@ void conv2d_dgrad_depthwise(const Conv2dProblem& p, const at::Tensor& grad_outpu
   TORCH_INTERNAL_ASSERT(depthwise_supported(p, grad_output.scalar_type()));
   if (grad_input.numel() == 0) return;
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "conv2d_dgrad_depthwise", [&] {
-    const at::Tensor wt = pack_weight(p, weight);
-    gather_into<scalar_t>(p, true, grad_output, wt, nullptr, grad_input);
+    gather_into<scalar_t>(p, true, grad_output, weight, nullptr, grad_input);
   });
 }
 
@@ -368,7 +519,10 @@ void conv2d_wgrad_depthwise(const Conv2dProblem& p, const at::Tensor& grad_outpu
   TORCH_INTERNAL_ASSERT(depthwise_supported(p, grad_output.scalar_type()));
   if (grad_weight.numel() == 0) return;
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "conv2d_wgrad_depthwise", [&] {
-    wgrad<scalar_t>(p, grad_output, input, grad_weight);
+    if (input.stride(1) == 1)
+      wgrad<scalar_t>(p, grad_output, input, grad_weight);
+    else
+      wgrad_planes<scalar_t>(p, grad_output, input, grad_weight);
   });
 }
 

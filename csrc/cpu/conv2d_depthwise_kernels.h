@@ -123,3 +123,89 @@ void dw_wgrad_group(const DwWgrad<T>& a, int64_t c0, int64_t n_begin, int64_t n_
     default: TORCH_INTERNAL_ASSERT(false, "depthwise wgrad: channel group wider than 4 vectors");
   }
 }
+
+// ---- NCHW: one (image, channel) plane at a time, vectorised along output columns ------------------------
+// The plane is first copied into a small zero-padded buffer (L1-resident for common sizes) that every window
+// reads without bounds checks; columns are split into stride_w phases so that for any stride the taps of
+// consecutive output columns are consecutive in memory (column j of the plane lives in phase j % stride_w at
+// j / stride_w).
+
+// NV vectors of output columns of one row (the last one n_last wide when kTail), accumulated in registers:
+// acc = bias + sum over (r, s) of buf[row + r * d_h][tap_off[s] + column] * wts[r][s].
+template <typename T, typename V, int NV, bool kTail>
+inline void dw_plane_chunk(const DwPlane<T>& a, const T* brow0, const T* wts, T bias, T* dst, int n_last) {
+  using reg = typename V::reg;
+  constexpr int64_t L = V::kLanes;
+  reg acc[NV];
+  for (int v = 0; v < NV; ++v) acc[v] = V::set1(bias);
+  for (int64_t r = 0; r < a.R; ++r) {
+    const T* brow = brow0 + r * a.dilation_h * a.buf_w;
+    for (int64_t s = 0; s < a.S; ++s) {
+      const T* x = brow + a.tap_off[s];
+      const reg w = V::set1(wts[r * a.S + s]);
+      for (int v = 0; v < NV; ++v) {
+        const reg xv = (kTail && v == NV - 1) ? V::load_n(x + v * L, n_last) : V::load(x + v * L);
+        acc[v] = V::fma(xv, w, acc[v]);
+      }
+    }
+  }
+  for (int v = 0; v < NV; ++v) {
+    if (kTail && v == NV - 1)
+      V::store_n(dst + v * L, acc[v], n_last);
+    else
+      V::store(dst + v * L, acc[v]);
+  }
+}
+
+// out[i][j] = bias + sum over (r, s) of buf[i * st_h + r * d_h][tap_off[s] + j] * wts[r][s] for one plane,
+// 4 vectors of columns at a time, then the remainder as 1..4 vectors with a partial last one.
+template <typename T, typename V>
+void dw_plane_correlate(const DwPlane<T>& a, const T* buf, const T* wts, T bias, T* out, int64_t out_h,
+                        int64_t out_w, T* row_tmp) {
+  constexpr int64_t L = V::kLanes;
+  const bool contiguous_row = out_w == 1;
+  for (int64_t i = 0; i < a.rows; ++i) {
+    T* dst = contiguous_row ? out + i * out_h : row_tmp;
+    const T* brow0 = buf + i * a.stride_h * a.buf_w;
+    int64_t j0 = 0;
+    for (; j0 + 4 * L <= a.cols; j0 += 4 * L) dw_plane_chunk<T, V, 4, false>(a, brow0 + j0, wts, bias, dst + j0, 0);
+    const int64_t rest = a.cols - j0;
+    if (rest > 0) {
+      const int nv = static_cast<int>((rest + L - 1) / L), n_last = static_cast<int>(rest - (nv - 1) * L);
+      switch (nv) {
+        case 1: dw_plane_chunk<T, V, 1, true>(a, brow0 + j0, wts, bias, dst + j0, n_last); break;
+        case 2: dw_plane_chunk<T, V, 2, true>(a, brow0 + j0, wts, bias, dst + j0, n_last); break;
+        case 3: dw_plane_chunk<T, V, 3, true>(a, brow0 + j0, wts, bias, dst + j0, n_last); break;
+        default: dw_plane_chunk<T, V, 4, true>(a, brow0 + j0, wts, bias, dst + j0, n_last); break;
+      }
+    }
+    if (!contiguous_row)
+      for (int64_t j = 0; j < a.cols; ++j) out[i * out_h + j * out_w] = row_tmp[j];
+  }
+}
+
+// Weight gradient of one plane pair, added to acc[tap][lane]: for each output row and vector of columns,
+// dy times the window-shifted input, per tap. The lanes are summed by the caller in a fixed order.
+template <typename T, typename V>
+void dw_plane_wgrad(const DwPlane<T>& a, const T* buf, const T* dy, int64_t dy_h, T* acc) {
+  using reg = typename V::reg;
+  constexpr int64_t L = V::kLanes;
+  const int64_t taps = a.R * a.S;
+  for (int64_t i = 0; i < a.rows; ++i) {
+    const T* dy_row = dy + i * dy_h;
+    for (int64_t j0 = 0; j0 < a.cols; j0 += L) {
+      const int n = static_cast<int>(std::min<int64_t>(L, a.cols - j0));
+      const reg d = n == L ? V::load(dy_row + j0) : V::load_n(dy_row + j0, n);
+      for (int64_t r = 0; r < a.R; ++r) {
+        const T* brow = buf + (i * a.stride_h + r * a.dilation_h) * a.buf_w + j0;
+        for (int64_t s = 0; s < a.S; ++s) {
+          const T* x = brow + a.tap_off[s];
+          T* acc_t = acc + (r * a.S + s) * L;
+          const reg xv = n == L ? V::load(x) : V::load_n(x, n);
+          V::store(acc_t, V::fma(d, xv, V::load(acc_t)));
+        }
+      }
+    }
+  }
+  (void)taps;
+}
