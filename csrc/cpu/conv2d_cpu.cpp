@@ -36,11 +36,13 @@ struct Choice {
 
 // THE heuristic of auto (the only copy; fastconv.explain() reports it through _C.conv2d_plan).
 Choice choose_algorithm(const Conv2dProblem& p, Conv2dPass pass, at::ScalarType dtype, bool channels_last) {
-  (void)channels_last;
   if (depthwise_supported(p, dtype))
     return {Conv2dAlgorithm::Direct,
-            "depthwise (groups == C == K), float32/float64: depthwise direct kernel (channels as the vector "
-            "dimension over an NHWC view, in-bounds tap lists, no im2col; NCHW copied to NHWC and back)"};
+            channels_last ? "depthwise (groups == C == K), float32/float64: depthwise direct kernel, channels_last "
+                            "(8 channels per vector, in-bounds tap lists, no im2col)"
+                          : "depthwise (groups == C == K), float32/float64: depthwise direct kernel, NCHW (one plane "
+                            "at a time through a zero-padded buffer, output columns per vector, no im2col)"};
+  (void)channels_last;
   if (p.K_per_group() < 4 || p.gemm_k() < 4)
     return {Conv2dAlgorithm::Im2col,
             "tiny groups (depthwise-like: K/groups < 4 or C/groups*R*S < 4): im2col with (image, group) pairs in "

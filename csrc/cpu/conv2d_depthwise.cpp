@@ -1,14 +1,17 @@
 // Depthwise convolution (groups == C == K: every channel convolved with its own R x S filter), forward and both
 // gradients, float32 and float64, part of the "direct" algorithm. im2col runs depthwise as N*C GEMMs of
-// 1 x R*S x P*Q, all overhead and no reuse; here channels are the vector dimension instead:
-//   - the layout is NHWC (channels_last; an NCHW tensor is copied once), so one vector load reads 8 channels of
-//     one pixel and the weight is repacked as wt[r][s][c] so the same load serves the weight;
+// 1 x R*S x P*Q, all overhead and no reuse. Two layouts, no layout copies of whole tensors:
+//   - channels_last (NHWC): channels are the vector dimension, one load reads 8 channels of one pixel and the
+//     weight is repacked as wt[r][s][c] so the same load serves the weight;
 //   - fprop and dgrad are one gather kernel: each destination pixel sums, over a list of in-bounds taps,
 //     source pixel x weight tap (fprop: the window's taps; dgrad: via Conv2dProblem::output_row_of_tap, the
 //     outputs whose windows read this input pixel). No padding copy, no atomics, each output written once;
 //   - wgrad reduces over (n, p, r, s, q) in that fixed order per channel group; batches split into a fixed
 //     number of chunks chosen from the problem only, summed in chunk order, so the bits do not depend on the
-//     thread count.
+//     thread count;
+//   - NCHW: one (image, channel) plane at a time through a zero-padded, stride-phase-split copy that stays in
+//     L1, output columns as the vector dimension (dgrad: grad_output spread by the stride, flipped filter; wgrad:
+//     one channel per task, per-tap lane accumulators summed in a fixed order).
 // AVX2+FMA (8 floats) chosen at run time; the same kernel source (conv2d_depthwise_kernels.h) is compiled a
 // second time as the portable path (float64 always, float32 without AVX2).
 #include <ATen/ATen.h>
