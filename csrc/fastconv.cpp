@@ -111,4 +111,6 @@ PYBIND11_MODULE(_C, m) {
   m.def("set_autotuned_choice", &fastconv::cpu::set_autotuned_choice,
         "Record the algorithm auto should run for a problem key (from conv2d_plan); used by the autotuner.");
   m.def("clear_autotuned_choices", &fastconv::cpu::clear_autotuned_choices);
+  m.def("_set_depthwise_force_portable", &fastconv::cpu::set_depthwise_force_portable,
+        "Tests: run the depthwise kernel's portable float32 path even where AVX2 is available.");
 }

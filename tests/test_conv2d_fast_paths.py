@@ -114,9 +114,9 @@ def test_explain_reports_algorithm_reason_and_workspace(capsys):
     plan = fastconv.explain(x.contiguous(memory_format=torch.channels_last), w, padding=1, algorithm="im2col",
                             verbose=False)
     assert plan["workspace_bytes"] == 2 * 100 * 8 * 9 * 4 + w.numel() * 4
-    # depthwise: (image, group) pairs in parallel.
+    # depthwise: the depthwise kernel of the direct algorithm.
     plan = fastconv.explain(torch.randn(1, 8, 6, 6), torch.randn(8, 1, 3, 3), padding=1, groups=8, verbose=False)
-    assert plan["algorithm"] == "im2col" and "depthwise" in plan["reason"]
+    assert plan["algorithm"] == "direct (depthwise kernel)" and "depthwise" in plan["reason"]
     # the explanation matches what runs: same result as the algorithm it names.
     y = fastconv.conv2d(x, w, padding=1)
     named = fastconv.explain(x, w, padding=1, verbose=False)["algorithm"].split(" ")[0]

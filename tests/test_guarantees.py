@@ -14,7 +14,9 @@ import fastconv
 
 CONV = [dict(shape=(2, 6, 9, 8), weight=(4, 3, 3, 3), stride=(2, 1), padding=1, dilation=(1, 2), groups=2),
         dict(shape=(3, 16, 12, 12), weight=(24, 16, 3, 3), stride=1, padding=1, dilation=1, groups=1),
-        dict(shape=(2, 8, 10, 10), weight=(8, 1, 3, 3), stride=1, padding="same", dilation=1, groups=8)]
+        dict(shape=(2, 8, 10, 10), weight=(8, 1, 3, 3), stride=1, padding="same", dilation=1, groups=8),
+        # depthwise kernel: channel tail (37 = 32 + 5), two wgrad channel groups, batch chunks, stride 2
+        dict(shape=(5, 37, 9, 11), weight=(37, 1, 3, 3), stride=(2, 1), padding=1, dilation=1, groups=37)]
 
 
 def conv_inputs(case, seed=0, dtype=torch.float32, channels_last=False):

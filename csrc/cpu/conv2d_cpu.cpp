@@ -41,6 +41,12 @@ constexpr int64_t kDgradDirectMinPixels = 7 * 7;
 
 // THE heuristic of auto (the only copy; fastconv.explain() reports it through _C.conv2d_plan).
 Choice choose_algorithm(const Conv2dProblem& p, Conv2dPass pass, at::ScalarType dtype, bool channels_last) {
+  if (depthwise_supported(p, dtype))
+    return {Conv2dAlgorithm::Direct,
+            channels_last ? "depthwise (groups == C == K), float32/float64: depthwise direct kernel, channels_last "
+                            "(8 channels per vector, in-bounds tap lists, no im2col)"
+                          : "depthwise (groups == C == K), float32/float64: depthwise direct kernel, NCHW (one plane "
+                            "at a time through a zero-padded buffer, output columns per vector, no im2col)"};
   (void)channels_last;
   if (p.K_per_group() < 4 || p.gemm_k() < 4)
     return {Conv2dAlgorithm::Im2col,
@@ -86,6 +92,8 @@ int64_t workspace_for(const Conv2dProblem& p, Conv2dPass pass, Conv2dAlgorithm a
   const int64_t elem = c10::elementSize(dtype == at::kHalf || dtype == at::kBFloat16 ? at::kFloat : dtype);
   if (a == Conv2dAlgorithm::Im2col || a == Conv2dAlgorithm::Im2colBlas)
     return im2col_workspace_bytes(p, pass, channels_last, elem);
+  if (a == Conv2dAlgorithm::Direct && depthwise_supported(p, dtype))
+    return depthwise_workspace_bytes(p, pass, channels_last, elem);
   if (a == Conv2dAlgorithm::Direct && blocked_applies(p, pass, dtype))
     return pass == Conv2dPass::Fprop ? direct_blocked_workspace_bytes(p) : direct_blocked_dgrad_workspace_bytes(p);
   return 0;
@@ -123,7 +131,9 @@ Conv2dPlan plan_conv2d(const Conv2dProblem& p, Conv2dPass pass, at::ScalarType d
   if ((plan.algorithm == Conv2dAlgorithm::Im2col || plan.algorithm == Conv2dAlgorithm::Im2colBlas) &&
       p.is_pointwise())
     plan.name += " (1x1 GEMM, no column buffer)";
-  if (plan.algorithm == Conv2dAlgorithm::Direct && !blocked_applies(p, pass, dtype))
+  if (plan.algorithm == Conv2dAlgorithm::Direct && depthwise_supported(p, dtype))
+    plan.name += " (depthwise kernel)";
+  else if (plan.algorithm == Conv2dAlgorithm::Direct && !blocked_applies(p, pass, dtype))
     plan.name += " (simple loops: the blocked kernel does not apply)";
   plan.workspace_bytes = workspace_for(p, pass, plan.algorithm, dtype, channels_last);
   return plan;
@@ -184,7 +194,9 @@ at::Tensor conv2d_fprop(const at::Tensor& input, const at::Tensor& weight, const
   at::Tensor output =
       new_output({p.N, p.K, p.P, p.Q}, input.options(), conv2d_output_memory_format(input, weight));
   if (output.numel() == 0) return output;
-  if (chosen == Conv2dAlgorithm::Direct && direct_blocked_supported(p, input.scalar_type())) {
+  if (chosen == Conv2dAlgorithm::Direct && depthwise_supported(p, input.scalar_type())) {
+    conv2d_fprop_depthwise(p, input, weight, bias_tensor, output);
+  } else if (chosen == Conv2dAlgorithm::Direct && direct_blocked_supported(p, input.scalar_type())) {
     conv2d_fprop_direct_blocked(p, input, weight, bias_tensor, output);
   } else if (chosen == Conv2dAlgorithm::Direct || chosen == Conv2dAlgorithm::DirectSimple) {
     conv2d_fprop_direct(p, input, weight, bias_tensor, output);
@@ -211,7 +223,9 @@ at::Tensor conv2d_dgrad(const at::Tensor& grad_output, const at::Tensor& weight,
                                      conv2d_output_memory_format(grad_output, weight));
   if (grad_input.numel() == 0) return grad_input;
   const at::Tensor dy = gemm_friendly(grad_output);
-  if (chosen == Conv2dAlgorithm::Direct && direct_blocked_dgrad_supported(p, dy.scalar_type())) {
+  if (chosen == Conv2dAlgorithm::Direct && depthwise_supported(p, dy.scalar_type())) {
+    conv2d_dgrad_depthwise(p, dy, weight, grad_input);
+  } else if (chosen == Conv2dAlgorithm::Direct && direct_blocked_dgrad_supported(p, dy.scalar_type())) {
     conv2d_dgrad_direct_blocked(p, dy, weight, grad_input);
   } else if (chosen == Conv2dAlgorithm::Direct || chosen == Conv2dAlgorithm::DirectSimple) {
     conv2d_dgrad_direct(p, dy, weight, grad_input);
@@ -237,7 +251,9 @@ at::Tensor conv2d_wgrad(const at::Tensor& grad_output, const at::Tensor& input, 
   at::Tensor grad_weight = new_output({p.K, p.C_per_group(), p.R, p.S}, grad_output.options());
   if (grad_weight.numel() == 0) return grad_weight;
   const at::Tensor dy = gemm_friendly(grad_output);
-  if (chosen == Conv2dAlgorithm::Direct || chosen == Conv2dAlgorithm::DirectSimple) {
+  if (chosen == Conv2dAlgorithm::Direct && depthwise_supported(p, dy.scalar_type())) {
+    conv2d_wgrad_depthwise(p, dy, input, grad_weight);
+  } else if (chosen == Conv2dAlgorithm::Direct || chosen == Conv2dAlgorithm::DirectSimple) {
     conv2d_wgrad_direct(p, dy, input, grad_weight);
   } else {
     conv2d_wgrad_im2col(p, dy, input, grad_weight, chosen == Conv2dAlgorithm::Im2colBlas);
