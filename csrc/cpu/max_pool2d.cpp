@@ -18,19 +18,25 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../ops_common.h"
+#include "cpu_features.h"
+#include "max_pool2d_avx2.h"
 
 namespace fastconv::cpu {
 
 namespace {
 
-// One axis of one window: `first` is the first in-bounds tap (PyTorch's index seed; it can lie past the
-// input when every tap of a dilated window falls in the padding), taps run first, first + d, ... < end.
-struct Taps {
-  int64_t first, end;
-};
+using pool_avx2::Taps;  // one window axis: first in-bounds tap (the index seed) and end
+
+// The float32 AVX2 kernels (max_pool2d_avx2.cpp) run when the CPU has AVX2 and the build has them.
+bool use_avx2() { return cpu_has_avx2_fma() && pool_avx2::available(); }
+
+bool plane_fits_int32(const Pool2dProblem& p) {
+  return p.H * p.W <= static_cast<int64_t>(std::numeric_limits<int32_t>::max());
+}
 
 std::vector<Taps> window_taps(int64_t out_size, int64_t stride, int64_t pad, int64_t dilation, int64_t kernel,
                               int64_t extent) {
@@ -57,36 +63,55 @@ int64_t grain_for(int64_t work_per_item) {
 
 // ---------------------------------------------------------------------------------------------- forward
 
+// v1: one output at a time, the window scanned in registers. Used for every dtype and for the columns
+// (and rows) the AVX2 kernel does not cover.
+template <typename T, bool kUnitDilation>
+inline void nchw_outputs(const T* xp, int64_t W, Taps r, const Taps* cols, int64_t q_begin, int64_t q_end,
+                         int64_t dh, int64_t dw, T* y_row, int64_t* i_row) {
+  for (int64_t out_w = q_begin; out_w < q_end; ++out_w) {
+    const Taps s = cols[out_w];
+    T max_value = -std::numeric_limits<T>::infinity();
+    int64_t max_index = r.first * W + s.first;
+    for (int64_t h = r.first; h < r.end; h += (kUnitDilation ? 1 : dh)) {
+      const T* x_row = xp + h * W;
+      for (int64_t w = s.first; w < s.end; w += (kUnitDilation ? 1 : dw)) {
+        const T value = x_row[w];
+        const bool take = takes(value, max_value);  // selects, not a branch: random data mispredicts
+        max_value = take ? value : max_value;
+        max_index = take ? h * W + w : max_index;
+      }
+    }
+    y_row[out_w] = max_value;
+    i_row[out_w] = max_index;
+  }
+}
+
 template <typename T, bool kUnitDilation>
 void fprop_nchw(const Pool2dProblem& p, const T* x, T* y, int64_t* indices) {
   const std::vector<Taps> rows = window_taps(p.P, p.stride_h, p.pad_h, p.dilation_h, p.R, p.H);
   const std::vector<Taps> cols = window_taps(p.Q, p.stride_w, p.pad_w, p.dilation_w, p.S, p.W);
-  const int64_t dh = kUnitDilation ? 1 : p.dilation_h, dw = kUnitDilation ? 1 : p.dilation_w;
   const int64_t H = p.H, W = p.W, P = p.P, Q = p.Q;
-  at::parallel_for(0, p.N * p.C, grain_for(P * Q * p.R * p.S), [&](int64_t begin, int64_t end) {
-    for (int64_t plane = begin; plane < end; ++plane) {
+  // v2 (float32, unit dilation, stride_w 1 or 2, AVX2): the columns whose windows lie inside the row
+  // go 8 at a time through pool_avx2::fprop_nchw_row; the edge columns stay scalar.
+  int64_t q_begin = Q, q_end = Q;
+  const bool avx2 = std::is_same_v<T, float> && kUnitDilation && use_avx2() && plane_fits_int32(p) &&
+                    pool_avx2::nchw_columns(W, Q, p.stride_w, p.pad_w, p.S, &q_begin, &q_end);
+  if (!avx2) q_begin = q_end = Q;
+  // Parallel over output rows of all planes (not whole planes), so few large planes still split.
+  at::parallel_for(0, p.N * p.C * P, grain_for(Q * p.R * p.S), [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t plane = item / P, out_h = item % P;
       const T* xp = x + plane * H * W;
-      T* yp = y + plane * P * Q;
-      int64_t* ip = indices + plane * P * Q;
-      for (int64_t out_h = 0; out_h < P; ++out_h) {
-        const Taps r = rows[out_h];
-        for (int64_t out_w = 0; out_w < Q; ++out_w) {
-          const Taps s = cols[out_w];
-          T max_value = -std::numeric_limits<T>::infinity();
-          int64_t max_index = r.first * W + s.first;
-          for (int64_t h = r.first; h < r.end; h += dh) {
-            const T* x_row = xp + h * W;
-            for (int64_t w = s.first; w < s.end; w += dw) {
-              const T value = x_row[w];
-              const bool take = takes(value, max_value);  // selects, not a branch: random data mispredicts
-              max_value = take ? value : max_value;
-              max_index = take ? h * W + w : max_index;
-            }
-          }
-          yp[out_h * Q + out_w] = max_value;
-          ip[out_h * Q + out_w] = max_index;
+      T* y_row = y + item * Q;
+      int64_t* i_row = indices + item * Q;
+      const Taps r = rows[out_h];
+      nchw_outputs<T, kUnitDilation>(xp, W, r, cols.data(), 0, q_begin, p.dilation_h, p.dilation_w, y_row, i_row);
+      if constexpr (std::is_same_v<T, float>) {
+        if (q_begin < q_end) {
+          pool_avx2::fprop_nchw_row(xp, W, r.first, r.end, p.stride_w, p.pad_w, p.S, q_begin, q_end, y_row, i_row);
         }
       }
+      nchw_outputs<T, kUnitDilation>(xp, W, r, cols.data(), q_end, Q, p.dilation_h, p.dilation_w, y_row, i_row);
     }
   });
 }
@@ -170,16 +195,26 @@ void fprop_channels_last(const Pool2dProblem& p, const T* x, T* y, int64_t* indi
   const std::vector<Taps> cols = window_taps(p.Q, p.stride_w, p.pad_w, p.dilation_w, p.S, p.W);
   const int64_t C = p.C, H = p.H, W = p.W, P = p.P, Q = p.Q;
   constexpr int64_t kBlock = channel_block<T>();
+  // v2 (float32 with int32 argmax lanes, AVX2): channels [0, C rounded down to 8) of the whole row go
+  // through pool_avx2::fprop_channels_last_row; the last C % 8 channels stay scalar below.
+  constexpr bool kFloat32 = std::is_same_v<T, float> && std::is_same_v<I, int32_t>;
+  const int64_t c_avx2 = kFloat32 && use_avx2() ? C / 8 * 8 : 0;
   at::parallel_for(0, p.N * P, grain_for(Q * C * p.R * p.S), [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / P, out_h = row % P;
       const T* x_image = x + n * H * W * C;
       const Taps r = rows[out_h];
+      if constexpr (kFloat32) {
+        if (c_avx2 > 0) {
+          pool_avx2::fprop_channels_last_row(x_image, C, W, r, cols.data(), Q, p.dilation_h, p.dilation_w, c_avx2,
+                                             y + row * Q * C, indices + row * Q * C);
+        }
+      }
       for (int64_t out_w = 0; out_w < Q; ++out_w) {
         const Taps s = cols[out_w];
         T* y_out = y + (row * Q + out_w) * C;
         int64_t* i_out = indices + (row * Q + out_w) * C;
-        int64_t c = 0;
+        int64_t c = c_avx2;
         if constexpr (sizeof(I) == sizeof(T)) {
           for (; c + kBlock <= C; c += kBlock) {
             cl_block<T, I, kUnitDilation>(x_image + c, C, W, r, s, p.dilation_h, p.dilation_w, y_out + c,
