@@ -45,7 +45,8 @@ def check(x, kernel, stride, padding, dilation=1, ceil_mode=False, grad=True):
     np.testing.assert_array_equal(y.double().numpy(), y_ref)
     np.testing.assert_array_equal(idx.numpy(), idx_ref)
     if grad:
-        dy = torch.randn(y.shape).contiguous(memory_format=torch.preserve_format)
+        layout = CL if y.is_contiguous(memory_format=CL) and not y.is_contiguous() else torch.contiguous_format
+        dy = torch.randn(y.shape, dtype=y.dtype).contiguous(memory_format=layout)
         dx = torch.ops.fastconv._max_pool2d_bprop(dy, x, idx, list(pair(kernel)), list(pair(stride)),
                                                   list(pair(padding)), list(pair(dilation)), ceil_mode)
         dx_torch = torch.ops.aten.max_pool2d_with_indices_backward(
@@ -130,3 +131,21 @@ def test_channels_last_window_wholly_in_padding(C):
     # PyTorch's seed (past the plane, or wrapping onto another pixel).
     x = values((2, C, 3, 2), "normal", seed=5).contiguous(memory_format=CL)
     check(x, 2, 1, 1, dilation=3, grad=False)
+
+
+@pytest.mark.parametrize("kind", ["normal", "nan"])
+def test_channels_last_large_output_streams(kind):
+    # Outputs of 4 MiB and more are written with non-temporal stores (C a multiple of 8) ...
+    x = values((8, 64, 64, 64), kind, seed=11).contiguous(memory_format=CL)
+    check(x, 2, 2, 0)
+    check(x, 3, 2, 1)
+    # ... and with plain stores where the rows are not aligned for them (C % 8 != 0).
+    check(values((8, 68, 62, 62), kind, seed=12).contiguous(memory_format=CL), 3, 2, 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_nchw_backward_large_plane_in_place(dtype):
+    # Planes over 256 KiB are summed in place instead of in the per-thread buffer.
+    x = values((1, 2, 260, 261), "ties", seed=13).to(dtype)
+    check(x, 3, 2, 1)
+    check(x, 3, 1, 1)

@@ -81,6 +81,10 @@ void advise_huge_pages(const at::Tensor& t) {
 #endif
 }
 
+// Outputs at least this large are written with non-temporal stores where a kernel can: they would not
+// stay in cache for the next layer anyway, and a plain store first reads every line it writes.
+constexpr int64_t kStreamBytes = 4 << 20;
+
 // Work per parallel_for item, turned into a grain so tiny problems do not wake every thread.
 int64_t grain_for(int64_t work_per_item) {
   return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, work_per_item));
@@ -224,6 +228,7 @@ void fprop_channels_last(const Pool2dProblem& p, const T* x, T* y, int64_t* indi
   // through pool_avx2::fprop_channels_last_row; the last C % 8 channels stay scalar below.
   constexpr bool kFloat32 = std::is_same_v<T, float> && std::is_same_v<I, int32_t>;
   const int64_t c_avx2 = kFloat32 && use_avx2() ? C / 8 * 8 : 0;
+  const bool stream = p.N * P * Q * C * (sizeof(T) + sizeof(int64_t)) >= kStreamBytes;
   at::parallel_for(0, p.N * P, grain_for(Q * C * p.R * p.S), [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / P, out_h = row % P;
@@ -232,7 +237,7 @@ void fprop_channels_last(const Pool2dProblem& p, const T* x, T* y, int64_t* indi
       if constexpr (kFloat32) {
         if (c_avx2 > 0) {
           pool_avx2::fprop_channels_last_row(x_image, C, W, r, cols.data(), Q, p.dilation_h, p.dilation_w, c_avx2,
-                                             y + row * Q * C, indices + row * Q * C);
+                                             y + row * Q * C, indices + row * Q * C, stream);
         }
       }
       for (int64_t out_w = 0; out_w < Q; ++out_w) {

@@ -39,6 +39,14 @@ FC_AVX2_INLINE void store_indices(int64_t* out, __m256i id) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 4), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(id, 1)));
 }
 
+// The same stores, non-temporal (32-byte aligned addresses): whole cache lines written without being
+// read first. For outputs too large to stay in cache for their consumer anyway.
+FC_AVX2_INLINE void stream_values(float* out, __m256 v) { _mm256_stream_ps(out, v); }
+FC_AVX2_INLINE void stream_indices(int64_t* out, __m256i id) {
+  _mm256_stream_si256(reinterpret_cast<__m256i*>(out), _mm256_cvtepi32_epi64(_mm256_castsi256_si128(id)));
+  _mm256_stream_si256(reinterpret_cast<__m256i*>(out + 4), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(id, 1)));
+}
+
 // ------------------------------------------------------------------------------------ NCHW forward
 // v2 (v1 is the scalar loop in max_pool2d.cpp): 8 output columns at once. Stride 1 loads each tap's 8
 // columns directly; stride 2 loads 16 consecutive inputs and splits them into even and odd columns with
@@ -94,7 +102,7 @@ FC_AVX2 void nchw_row(const float* x, int64_t W, int64_t h_first, int64_t h_end,
 // v2 (v1: 16-channel blocks of 16-byte GCC vectors): 8-float AVX2 lanes over channels, kVecs vectors per
 // pixel (32 channels where there are, so 4 independent compare/blend chains hide their latency), the
 // running max and argmax in registers across the whole window.
-template <int kVecs>
+template <int kVecs, bool kStream>
 FC_AVX2_INLINE void cl_block(const float* x, int64_t C, int64_t W, Taps r, Taps s, int64_t dh, int64_t dw,
                              float* y, int64_t* ind) {
   __m256 max[kVecs], id[kVecs];
@@ -111,11 +119,17 @@ FC_AVX2_INLINE void cl_block(const float* x, int64_t C, int64_t W, Taps r, Taps 
     }
   }
   for (int v = 0; v < kVecs; ++v) {
-    _mm256_storeu_ps(y + 8 * v, max[v]);
-    store_indices(ind + 8 * v, _mm256_castps_si256(id[v]));
+    if constexpr (kStream) {
+      stream_values(y + 8 * v, max[v]);
+      stream_indices(ind + 8 * v, _mm256_castps_si256(id[v]));
+    } else {
+      _mm256_storeu_ps(y + 8 * v, max[v]);
+      store_indices(ind + 8 * v, _mm256_castps_si256(id[v]));
+    }
   }
 }
 
+template <bool kStream>
 FC_AVX2 void cl_row(const float* x, int64_t C, int64_t W, Taps r, const Taps* cols, int64_t Q, int64_t dh,
                     int64_t dw, int64_t c_end, float* y, int64_t* ind) {
   for (int64_t q = 0; q < Q; ++q) {
@@ -123,13 +137,14 @@ FC_AVX2 void cl_row(const float* x, int64_t C, int64_t W, Taps r, const Taps* co
     float* yq = y + q * C;
     int64_t* iq = ind + q * C;
     int64_t c = 0;
-    for (; c + 32 <= c_end; c += 32) cl_block<4>(x + c, C, W, r, s, dh, dw, yq + c, iq + c);
+    for (; c + 32 <= c_end; c += 32) cl_block<4, kStream>(x + c, C, W, r, s, dh, dw, yq + c, iq + c);
     if (c + 16 <= c_end) {
-      cl_block<2>(x + c, C, W, r, s, dh, dw, yq + c, iq + c);
+      cl_block<2, kStream>(x + c, C, W, r, s, dh, dw, yq + c, iq + c);
       c += 16;
     }
-    if (c + 8 <= c_end) cl_block<1>(x + c, C, W, r, s, dh, dw, yq + c, iq + c);
+    if (c + 8 <= c_end) cl_block<1, kStream>(x + c, C, W, r, s, dh, dw, yq + c, iq + c);
   }
+  if constexpr (kStream) _mm_sfence();  // streamed stores are weakly ordered
 }
 
 }  // namespace
@@ -172,8 +187,15 @@ void fprop_nchw_row(const float* x, int64_t W, int64_t h_first, int64_t h_end, i
 
 void fprop_channels_last_row(const float* x, int64_t C, int64_t W, Taps r, const Taps* cols, int64_t Q,
                              int64_t dilation_h, int64_t dilation_w, int64_t c_end, float* y_row,
-                             int64_t* i_row) {
-  cl_row(x, C, W, r, cols, Q, dilation_h, dilation_w, c_end, y_row, i_row);
+                             int64_t* i_row, bool stream) {
+  // Streaming needs every vector store aligned: C a multiple of 8 and 32-byte aligned rows.
+  stream = stream && C % 8 == 0 && reinterpret_cast<uintptr_t>(y_row) % 32 == 0 &&
+           reinterpret_cast<uintptr_t>(i_row) % 32 == 0;
+  if (stream) {
+    cl_row<true>(x, C, W, r, cols, Q, dilation_h, dilation_w, c_end, y_row, i_row);
+  } else {
+    cl_row<false>(x, C, W, r, cols, Q, dilation_h, dilation_w, c_end, y_row, i_row);
+  }
 }
 
 }  // namespace fastconv::cpu::pool_avx2
@@ -187,7 +209,7 @@ bool nchw_columns(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t*, int64_t
 void fprop_nchw_row(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float*,
                     int64_t*) {}
 void fprop_channels_last_row(const float*, int64_t, int64_t, Taps, const Taps*, int64_t, int64_t, int64_t,
-                             int64_t, float*, int64_t*) {}
+                             int64_t, float*, int64_t*, bool) {}
 
 }  // namespace fastconv::cpu::pool_avx2
 

@@ -29,9 +29,10 @@ void fprop_nchw_row(const float* x, int64_t W, int64_t h_first, int64_t h_end, i
 
 // channels_last forward, one output row: channels [0, c_end) (c_end a multiple of 8) of every output
 // pixel of the row; x is the image (H, W, C), cols the Q column windows. H*W < 2^31 with room for
-// the past-the-plane seed of a window wholly in the padding.
+// the past-the-plane seed of a window wholly in the padding. stream: write y and indices with
+// non-temporal stores where they are aligned for it (large outputs).
 void fprop_channels_last_row(const float* x, int64_t C, int64_t W, Taps r, const Taps* cols, int64_t Q,
                              int64_t dilation_h, int64_t dilation_w, int64_t c_end, float* y_row,
-                             int64_t* i_row);
+                             int64_t* i_row, bool stream);
 
 }  // namespace fastconv::cpu::pool_avx2
