@@ -135,17 +135,18 @@ def test_channels_last_window_wholly_in_padding(C):
 
 @pytest.mark.parametrize("kind", ["normal", "nan"])
 def test_channels_last_large_output_streams(kind):
-    # Outputs of 4 MiB and more are written with non-temporal stores (C a multiple of 8) ...
-    x = values((8, 64, 64, 64), kind, seed=11).contiguous(memory_format=CL)
+    # Outputs over 16 MiB are written with non-temporal stores (C a multiple of 8; here 25 MB) ...
+    x = values((8, 64, 128, 128), kind, seed=11).contiguous(memory_format=CL)
     check(x, 2, 2, 0)
-    check(x, 3, 2, 1)
     # ... and with plain stores where the rows are not aligned for them (C % 8 != 0).
-    check(values((8, 68, 62, 62), kind, seed=12).contiguous(memory_format=CL), 3, 2, 1)
+    check(values((8, 68, 124, 124), kind, seed=12).contiguous(memory_format=CL), 2, 2, 0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_nchw_backward_large_plane_in_place(dtype):
-    # Planes over 256 KiB are summed in place instead of in the per-thread buffer.
-    x = values((1, 2, 260, 261), "ties", seed=13).to(dtype)
+def test_nchw_backward_large_outputs(dtype):
+    # grad_input over 16 MiB: planes up to 256 KiB are staged and streamed out (here 8x64x100x100) ...
+    check(values((8, 64, 100, 100), "ties", seed=13).to(dtype), 3, 2, 1)
+    # ... larger planes are summed in place.
+    x = values((1, 2, 260, 261), "ties", seed=14).to(dtype)
     check(x, 3, 2, 1)
     check(x, 3, 1, 1)

@@ -81,9 +81,12 @@ void advise_huge_pages(const at::Tensor& t) {
 #endif
 }
 
-// Outputs at least this large are written with non-temporal stores where a kernel can: they would not
-// stay in cache for the next layer anyway, and a plain store first reads every line it writes.
-constexpr int64_t kStreamBytes = 4 << 20;
+// Outputs larger than this are written with non-temporal stores where a kernel can: they would not
+// stay in cache for the next layer anyway, and a plain store first reads every line it writes. Smaller
+// ones are left in the cache, where the next layer (or the next call, reusing the same heap memory)
+// finds them. Half the 32 MiB L3 of the machines this was tuned on (sysconf's L3 size is not to be
+// trusted in their VMs: it reports 256 MiB).
+constexpr int64_t kStreamBytes = int64_t(16) << 20;
 
 // Work per parallel_for item, turned into a grain so tiny problems do not wake every thread.
 int64_t grain_for(int64_t work_per_item) {
@@ -228,7 +231,7 @@ void fprop_channels_last(const Pool2dProblem& p, const T* x, T* y, int64_t* indi
   // through pool_avx2::fprop_channels_last_row; the last C % 8 channels stay scalar below.
   constexpr bool kFloat32 = std::is_same_v<T, float> && std::is_same_v<I, int32_t>;
   const int64_t c_avx2 = kFloat32 && use_avx2() ? C / 8 * 8 : 0;
-  const bool stream = p.N * P * Q * C * (sizeof(T) + sizeof(int64_t)) >= kStreamBytes;
+  const bool stream = p.N * P * Q * C * static_cast<int64_t>(sizeof(T) + sizeof(int64_t)) > kStreamBytes;
   at::parallel_for(0, p.N * P, grain_for(Q * C * p.R * p.S), [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / P, out_h = row % P;
@@ -320,12 +323,14 @@ void stream_fence() {
 constexpr int64_t kStageBytes = 256 * 1024;
 
 // v1: zero the plane in place, then scatter in output order (each plane is one thread's).
-// v2: the same scatter into a cache-resident buffer, streamed out once per plane: grad_input is written
-// exactly once, without being read, instead of zeroed (read + write) and then updated in place.
+// v2 (grad_input larger than the stream threshold): the same scatter into a cache-resident buffer,
+// streamed out once per plane: grad_input is written exactly once, without being read, instead of
+// zeroed (read + write) and then updated in place.
 template <typename T>
 void bprop_nchw(const Pool2dProblem& p, const T* dy, const int64_t* indices, T* dx) {
   const int64_t HW = p.H * p.W, PQ = p.P * p.Q;
-  const bool staged = HW * static_cast<int64_t>(sizeof(T)) <= kStageBytes;
+  const bool staged = HW * static_cast<int64_t>(sizeof(T)) <= kStageBytes &&
+                      p.N * p.C * HW * static_cast<int64_t>(sizeof(T)) > kStreamBytes;
   at::parallel_for(0, p.N * p.C, grain_for(HW + PQ), [&](int64_t begin, int64_t end) {
     std::vector<T> stage(staged ? HW : 0);
     for (int64_t plane = begin; plane < end; ++plane) {
