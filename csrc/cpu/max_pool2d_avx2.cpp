@@ -11,7 +11,10 @@
 
 #include <algorithm>
 
-#if (defined(__x86_64__) || defined(__i386__)) && !defined(FASTCONV_POOL_NO_AVX2)
+// FASTCONV_POOL_NO_AVX2 (or the GEMM's FASTCONV_GEMM_NO_AVX2) builds the non-x86 variant anywhere, to
+// test that it compiles and that the scalar kernels take over.
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(FASTCONV_POOL_NO_AVX2) && \
+    !defined(FASTCONV_GEMM_NO_AVX2)
 #include <immintrin.h>
 
 #define FC_AVX2 __attribute__((target("avx2,fma")))
