@@ -1,14 +1,19 @@
 // max_pool2d on the CPU: the forward (values and int64 argmax indices h * W + w, as PyTorch's) and the
 // backward (each output gradient routed to its argmax). Two kernels per pass, one per memory format, each
 // with its own loop order; any other strides are first made contiguous in the input's suggested format.
-//   NCHW:          parallel over the N*C planes; a thread walks its whole plane.
+//   NCHW:          parallel over the N*P*C output rows (forward) or the N*C planes (backward). float32
+//                  rows go 8 output columns at a time through AVX2 (max_pool2d_avx2.cpp) where the
+//                  windows lie inside the row (unit dilation, stride_w 1 or 2); the rest is scalar.
 //   channels_last: parallel over N*P output rows (forward) or over (image, channel block) (backward);
-//                  the innermost loop runs over contiguous channels so it vectorises.
+//                  the innermost loop runs over contiguous channels so it vectorises (float32: AVX2
+//                  lanes, up to 32 channels in registers; others: 16-byte GCC vectors).
 // Semantics are PyTorch's CPU kernel's, tap for tap: the running max starts at -inf with the index of the
 // window's first in-bounds tap; taps are scanned row-major and a tap wins when it is strictly greater or
 // NaN, so ties keep the first maximum and the last NaN wins; padding is -inf and is never reported.
 // The backward owns every grad_input element in exactly one thread and sums into it in a fixed order, so
 // it is bitwise deterministic for any thread count.
+// Large outputs get transparent huge pages (first-touch faults otherwise dominate) and, over 16 MiB,
+// non-temporal stores where the kernel writes whole aligned lines.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -18,19 +23,32 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "../ops_common.h"
+#include "cpu_features.h"
+#include "max_pool2d_avx2.h"
 
 namespace fastconv::cpu {
 
 namespace {
 
-// One axis of one window: `first` is the first in-bounds tap (PyTorch's index seed; it can lie past the
-// input when every tap of a dilated window falls in the padding), taps run first, first + d, ... < end.
-struct Taps {
-  int64_t first, end;
-};
+using pool_avx2::Taps;  // one window axis: first in-bounds tap (the index seed) and end
+
+// The float32 AVX2 kernels (max_pool2d_avx2.cpp) run when the CPU has AVX2 and the build has them.
+bool use_avx2() { return cpu_has_avx2_fma() && pool_avx2::available(); }
+
+bool plane_fits_int32(const Pool2dProblem& p) {
+  return p.H * p.W <= static_cast<int64_t>(std::numeric_limits<int32_t>::max());
+}
 
 std::vector<Taps> window_taps(int64_t out_size, int64_t stride, int64_t pad, int64_t dilation, int64_t kernel,
                               int64_t extent) {
@@ -50,6 +68,31 @@ inline bool takes(T value, T running_max) {
   return (value > running_max) | (value != value);
 }
 
+// A fresh output of many megabytes comes straight from mmap, and on this kind of machine first-touch
+// page faults on 4 KiB pages cost more than the pooling itself (a 100 MB output: ~25k faults, several
+// times the kernel's time). Asking for transparent huge pages on the whole 2 MiB pages inside it, before
+// anything writes it, makes that 512 times fewer faults (the same request PyTorch's allocator makes under
+// THP_MEM_ALLOC_ENABLE=1). Advice only: a no-op where THP is off, memory already touched stays as it is.
+void advise_huge_pages(const at::Tensor& t) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t(1) << 21;
+  const size_t bytes = t.numel() * t.element_size();
+  if (bytes < 4 * kHuge) return;  // small outputs come from the heap, already touched
+  const uintptr_t data = reinterpret_cast<uintptr_t>(t.data_ptr());
+  const uintptr_t begin = (data + kHuge - 1) & ~(kHuge - 1), end = (data + bytes) & ~(kHuge - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#else
+  (void)t;
+#endif
+}
+
+// Outputs larger than this are written with non-temporal stores where a kernel can: they would not
+// stay in cache for the next layer anyway, and a plain store first reads every line it writes. Smaller
+// ones are left in the cache, where the next layer (or the next call, reusing the same heap memory)
+// finds them. Half the 32 MiB L3 of the machines this was tuned on (sysconf's L3 size is not to be
+// trusted in their VMs: it reports 256 MiB).
+constexpr int64_t kStreamBytes = int64_t(16) << 20;
+
 // Work per parallel_for item, turned into a grain so tiny problems do not wake every thread.
 int64_t grain_for(int64_t work_per_item) {
   return std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(1, work_per_item));
@@ -57,36 +100,55 @@ int64_t grain_for(int64_t work_per_item) {
 
 // ---------------------------------------------------------------------------------------------- forward
 
+// v1: one output at a time, the window scanned in registers. Used for every dtype and for the columns
+// (and rows) the AVX2 kernel does not cover.
+template <typename T, bool kUnitDilation>
+inline void nchw_outputs(const T* xp, int64_t W, Taps r, const Taps* cols, int64_t q_begin, int64_t q_end,
+                         int64_t dh, int64_t dw, T* y_row, int64_t* i_row) {
+  for (int64_t out_w = q_begin; out_w < q_end; ++out_w) {
+    const Taps s = cols[out_w];
+    T max_value = -std::numeric_limits<T>::infinity();
+    int64_t max_index = r.first * W + s.first;
+    for (int64_t h = r.first; h < r.end; h += (kUnitDilation ? 1 : dh)) {
+      const T* x_row = xp + h * W;
+      for (int64_t w = s.first; w < s.end; w += (kUnitDilation ? 1 : dw)) {
+        const T value = x_row[w];
+        const bool take = takes(value, max_value);  // selects, not a branch: random data mispredicts
+        max_value = take ? value : max_value;
+        max_index = take ? h * W + w : max_index;
+      }
+    }
+    y_row[out_w] = max_value;
+    i_row[out_w] = max_index;
+  }
+}
+
 template <typename T, bool kUnitDilation>
 void fprop_nchw(const Pool2dProblem& p, const T* x, T* y, int64_t* indices) {
   const std::vector<Taps> rows = window_taps(p.P, p.stride_h, p.pad_h, p.dilation_h, p.R, p.H);
   const std::vector<Taps> cols = window_taps(p.Q, p.stride_w, p.pad_w, p.dilation_w, p.S, p.W);
-  const int64_t dh = kUnitDilation ? 1 : p.dilation_h, dw = kUnitDilation ? 1 : p.dilation_w;
   const int64_t H = p.H, W = p.W, P = p.P, Q = p.Q;
-  at::parallel_for(0, p.N * p.C, grain_for(P * Q * p.R * p.S), [&](int64_t begin, int64_t end) {
-    for (int64_t plane = begin; plane < end; ++plane) {
+  // v2 (float32, unit dilation, stride_w 1 or 2, AVX2): the columns whose windows lie inside the row
+  // go 8 at a time through pool_avx2::fprop_nchw_row; the edge columns stay scalar.
+  int64_t q_begin = Q, q_end = Q;
+  const bool avx2 = std::is_same_v<T, float> && kUnitDilation && use_avx2() && plane_fits_int32(p) &&
+                    pool_avx2::nchw_columns(W, Q, p.stride_w, p.pad_w, p.S, &q_begin, &q_end);
+  if (!avx2) q_begin = q_end = Q;
+  // Parallel over output rows of all planes (not whole planes), so few large planes still split.
+  at::parallel_for(0, p.N * p.C * P, grain_for(Q * p.R * p.S), [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t plane = item / P, out_h = item % P;
       const T* xp = x + plane * H * W;
-      T* yp = y + plane * P * Q;
-      int64_t* ip = indices + plane * P * Q;
-      for (int64_t out_h = 0; out_h < P; ++out_h) {
-        const Taps r = rows[out_h];
-        for (int64_t out_w = 0; out_w < Q; ++out_w) {
-          const Taps s = cols[out_w];
-          T max_value = -std::numeric_limits<T>::infinity();
-          int64_t max_index = r.first * W + s.first;
-          for (int64_t h = r.first; h < r.end; h += dh) {
-            const T* x_row = xp + h * W;
-            for (int64_t w = s.first; w < s.end; w += dw) {
-              const T value = x_row[w];
-              const bool take = takes(value, max_value);  // selects, not a branch: random data mispredicts
-              max_value = take ? value : max_value;
-              max_index = take ? h * W + w : max_index;
-            }
-          }
-          yp[out_h * Q + out_w] = max_value;
-          ip[out_h * Q + out_w] = max_index;
+      T* y_row = y + item * Q;
+      int64_t* i_row = indices + item * Q;
+      const Taps r = rows[out_h];
+      nchw_outputs<T, kUnitDilation>(xp, W, r, cols.data(), 0, q_begin, p.dilation_h, p.dilation_w, y_row, i_row);
+      if constexpr (std::is_same_v<T, float>) {
+        if (q_begin < q_end) {
+          pool_avx2::fprop_nchw_row(xp, W, r.first, r.end, p.stride_w, p.pad_w, p.S, q_begin, q_end, y_row, i_row);
         }
       }
+      nchw_outputs<T, kUnitDilation>(xp, W, r, cols.data(), q_end, Q, p.dilation_h, p.dilation_w, y_row, i_row);
     }
   });
 }
@@ -170,16 +232,27 @@ void fprop_channels_last(const Pool2dProblem& p, const T* x, T* y, int64_t* indi
   const std::vector<Taps> cols = window_taps(p.Q, p.stride_w, p.pad_w, p.dilation_w, p.S, p.W);
   const int64_t C = p.C, H = p.H, W = p.W, P = p.P, Q = p.Q;
   constexpr int64_t kBlock = channel_block<T>();
+  // v2 (float32 with int32 argmax lanes, AVX2): channels [0, C rounded down to 8) of the whole row go
+  // through pool_avx2::fprop_channels_last_row; the last C % 8 channels stay scalar below.
+  constexpr bool kFloat32 = std::is_same_v<T, float> && std::is_same_v<I, int32_t>;
+  const int64_t c_avx2 = kFloat32 && use_avx2() ? C / 8 * 8 : 0;
+  const bool stream = p.N * P * Q * C * static_cast<int64_t>(sizeof(T) + sizeof(int64_t)) > kStreamBytes;
   at::parallel_for(0, p.N * P, grain_for(Q * C * p.R * p.S), [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / P, out_h = row % P;
       const T* x_image = x + n * H * W * C;
       const Taps r = rows[out_h];
+      if constexpr (kFloat32) {
+        if (c_avx2 > 0) {
+          pool_avx2::fprop_channels_last_row(x_image, C, W, r, cols.data(), Q, p.dilation_h, p.dilation_w, c_avx2,
+                                             y + row * Q * C, indices + row * Q * C, stream);
+        }
+      }
       for (int64_t out_w = 0; out_w < Q; ++out_w) {
         const Taps s = cols[out_w];
         T* y_out = y + (row * Q + out_w) * C;
         int64_t* i_out = indices + (row * Q + out_w) * C;
-        int64_t c = 0;
+        int64_t c = c_avx2;
         if constexpr (sizeof(I) == sizeof(T)) {
           for (; c + kBlock <= C; c += kBlock) {
             cl_block<T, I, kUnitDilation>(x_image + c, C, W, r, s, p.dilation_h, p.dilation_w, y_out + c,
@@ -219,20 +292,65 @@ inline bool inside_plane(int64_t index, int64_t plane_size) {
   return static_cast<uint64_t>(index) < static_cast<uint64_t>(plane_size);
 }
 
+// Copies a finished block to its place in the output with non-temporal stores (x86: SSE2, the
+// baseline): the output is not read again here, so its cache lines need not be fetched first (a plain
+// store reads every line before writing it: half the memory traffic of this pass). Elsewhere a memcpy.
+void stream_copy(void* dst, const void* src, size_t bytes) {
+#if defined(__SSE2__)
+  char* d = static_cast<char*>(dst);
+  const char* s = static_cast<const char*>(src);
+  const size_t head = std::min(bytes, (16 - reinterpret_cast<uintptr_t>(d) % 16) % 16);
+  std::memcpy(d, s, head);
+  size_t i = head;
+  for (; i + 64 <= bytes; i += 64) {
+    for (int k = 0; k < 4; ++k) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 16 * k));
+      _mm_stream_si128(reinterpret_cast<__m128i*>(d + i + 16 * k), v);
+    }
+  }
+  for (; i + 16 <= bytes; i += 16) {
+    _mm_stream_si128(reinterpret_cast<__m128i*>(d + i), _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)));
+  }
+  std::memcpy(d + i, s + i, bytes - i);
+#else
+  std::memcpy(dst, src, bytes);
+#endif
+}
+
+// Orders the streamed stores before the parallel region ends (they are weakly ordered).
+void stream_fence() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
+
+// Planes up to this size are summed in a per-thread buffer that stays in the L2 cache.
+constexpr int64_t kStageBytes = 256 * 1024;
+
+// v1: zero the plane in place, then scatter in output order (each plane is one thread's).
+// v2 (grad_input larger than the stream threshold): the same scatter into a cache-resident buffer,
+// streamed out once per plane: grad_input is written exactly once, without being read, instead of
+// zeroed (read + write) and then updated in place.
 template <typename T>
 void bprop_nchw(const Pool2dProblem& p, const T* dy, const int64_t* indices, T* dx) {
   const int64_t HW = p.H * p.W, PQ = p.P * p.Q;
+  const bool staged = HW * static_cast<int64_t>(sizeof(T)) <= kStageBytes &&
+                      p.N * p.C * HW * static_cast<int64_t>(sizeof(T)) > kStreamBytes;
   at::parallel_for(0, p.N * p.C, grain_for(HW + PQ), [&](int64_t begin, int64_t end) {
+    std::vector<T> stage(staged ? HW : 0);
     for (int64_t plane = begin; plane < end; ++plane) {
       T* dxp = dx + plane * HW;
+      T* acc = staged ? stage.data() : dxp;
       const T* dyp = dy + plane * PQ;
       const int64_t* ip = indices + plane * PQ;
-      std::fill(dxp, dxp + HW, T(0));
+      std::fill(acc, acc + HW, T(0));
       for (int64_t j = 0; j < PQ; ++j) {
         const int64_t index = ip[j];
-        if (inside_plane(index, HW)) dxp[index] += dyp[j];
+        if (inside_plane(index, HW)) acc[index] += dyp[j];
       }
+      if (staged) stream_copy(dxp, acc, HW * sizeof(T));
     }
+    stream_fence();
   });
 }
 
@@ -281,6 +399,8 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_fprop(const at::Tensor& input, at:
   at::Tensor output = new_output({p.N, p.C, p.P, p.Q}, input.options(), format);
   at::Tensor indices = new_output({p.N, p.C, p.P, p.Q}, input.options().dtype(at::kLong), format);
   if (p.N == 0) return {output, indices};
+  advise_huge_pages(output);
+  advise_huge_pages(indices);
   const at::Tensor x = input.contiguous(format);
   const bool unit_dilation = p.dilation_h == 1 && p.dilation_w == 1;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "max_pool2d", [&] {
@@ -319,6 +439,7 @@ at::Tensor max_pool2d_bprop(const at::Tensor& grad_output, const at::Tensor& inp
   const at::MemoryFormat format = input.suggest_memory_format();
   at::Tensor grad_input = new_output({p.N, p.C, p.H, p.W}, grad_output.options(), format);
   if (p.N == 0) return grad_input;
+  advise_huge_pages(grad_input);
   const at::Tensor dy = grad_output.contiguous(format);
   const at::Tensor ind = indices.contiguous(format);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, grad_output.scalar_type(), "max_pool2d_backward", [&] {

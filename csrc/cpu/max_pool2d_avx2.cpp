@@ -1,0 +1,219 @@
+// AVX2 float32 max_pool2d kernels (see max_pool2d_avx2.h). Compiled with per-function target attributes,
+// not a global -mavx2, so the rest of the extension keeps baseline flags; max_pool2d.cpp calls them only
+// after cpu_has_avx2_fma(). Nothing here calls library code, and no lambdas: a lambda's body does not
+// inherit its enclosing function's target attribute.
+//
+// Every kernel keeps the running max in a float vector and the running argmax in an int32 vector of the
+// same 8 lanes (one blendv each), and widens the indices to int64 on the store. The winner rule is the
+// scalar one, lane by lane: take = (v > max) | isnan(v), so ties keep the first tap in scan order and a
+// NaN, once taken, is replaced only by a later NaN (PyTorch's rule: the last NaN wins).
+#include "max_pool2d_avx2.h"
+
+#include <algorithm>
+
+// FASTCONV_POOL_NO_AVX2 (or the GEMM's FASTCONV_GEMM_NO_AVX2) builds the non-x86 variant anywhere, to
+// test that it compiles and that the scalar kernels take over.
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(FASTCONV_POOL_NO_AVX2) && \
+    !defined(FASTCONV_GEMM_NO_AVX2)
+#include <immintrin.h>
+
+#define FC_AVX2 __attribute__((target("avx2,fma")))
+#define FC_AVX2_INLINE __attribute__((target("avx2,fma"), always_inline)) inline
+
+namespace fastconv::cpu::pool_avx2 {
+
+bool available() { return true; }
+
+namespace {
+
+// The winner rule on 8 lanes; `id` carries int32 index bits in float lanes so one blendv moves it.
+FC_AVX2_INLINE void take_max(__m256 v, __m256 index, __m256& max, __m256& id) {
+  const __m256 take = _mm256_or_ps(_mm256_cmp_ps(v, max, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+  max = _mm256_blendv_ps(max, v, take);
+  id = _mm256_blendv_ps(id, index, take);
+}
+
+FC_AVX2_INLINE __m256 index_vector(int64_t index) {
+  return _mm256_castsi256_ps(_mm256_set1_epi32(static_cast<int32_t>(index)));
+}
+
+FC_AVX2_INLINE void store_indices(int64_t* out, __m256i id) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm256_cvtepi32_epi64(_mm256_castsi256_si128(id)));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 4), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(id, 1)));
+}
+
+// The same stores, non-temporal (32-byte aligned addresses): whole cache lines written without being
+// read first. For outputs too large to stay in cache for their consumer anyway.
+FC_AVX2_INLINE void stream_values(float* out, __m256 v) { _mm256_stream_ps(out, v); }
+FC_AVX2_INLINE void stream_indices(int64_t* out, __m256i id) {
+  _mm256_stream_si256(reinterpret_cast<__m256i*>(out), _mm256_cvtepi32_epi64(_mm256_castsi256_si128(id)));
+  _mm256_stream_si256(reinterpret_cast<__m256i*>(out + 4), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(id, 1)));
+}
+
+// ------------------------------------------------------------------------------------ NCHW forward
+// v2 (v1 is the scalar loop in max_pool2d.cpp): 8 output columns at once. Stride 1 loads each tap's 8
+// columns directly; stride 2 loads 16 consecutive inputs and splits them into even and odd columns with
+// one in-lane shuffle each (two taps per load pair), leaving the lanes in the order 0,1,4,5,2,3,6,7 for
+// every tap alike, so the max and argmax are put back in order once per block, not once per tap. The
+// argmax lanes hold the tap's offset h*W + j (a broadcast); the columns' own offsets are added at the end.
+template <int kStride, int kS>
+FC_AVX2_INLINE void nchw_block(const float* x, int64_t W, int64_t h_first, int64_t h_end, int64_t S_runtime,
+                               int64_t b, float* y, int64_t* ind) {
+  const int64_t S = kS > 0 ? kS : S_runtime;
+  __m256 max = _mm256_set1_ps(-__builtin_inff());
+  __m256 id = index_vector(h_first * W);  // the first tap, (h_first, b): every tap here is in bounds
+  for (int64_t h = h_first; h < h_end; ++h) {
+    const float* xr = x + h * W + b;
+    if constexpr (kStride == 1) {
+      for (int64_t j = 0; j < S; ++j) take_max(_mm256_loadu_ps(xr + j), index_vector(h * W + j), max, id);
+    } else {
+      for (int64_t j = 0; j < S; j += 2) {
+        const __m256 lo = _mm256_loadu_ps(xr + j), hi = _mm256_loadu_ps(xr + j + 8);
+        take_max(_mm256_shuffle_ps(lo, hi, 0x88), index_vector(h * W + j), max, id);
+        if (j + 1 < S) take_max(_mm256_shuffle_ps(lo, hi, 0xDD), index_vector(h * W + j + 1), max, id);
+      }
+    }
+  }
+  __m256i idi = _mm256_castps_si256(id);
+  __m256i lanes;
+  if constexpr (kStride == 1) {
+    lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  } else {
+    max = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(max), 0xD8));
+    idi = _mm256_permute4x64_epi64(idi, 0xD8);
+    lanes = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+  }
+  idi = _mm256_add_epi32(idi, _mm256_add_epi32(lanes, _mm256_set1_epi32(static_cast<int32_t>(b))));
+  _mm256_storeu_ps(y, max);
+  store_indices(ind, idi);
+}
+
+template <int kStride, int kS>
+FC_AVX2 void nchw_row(const float* x, int64_t W, int64_t h_first, int64_t h_end, int64_t pad_w, int64_t S,
+                      int64_t q_begin, int64_t q_end, float* y, int64_t* ind) {
+  int64_t q = q_begin;
+  for (; q + 8 <= q_end; q += 8) {
+    nchw_block<kStride, kS>(x, W, h_first, h_end, S, q * kStride - pad_w, y + q, ind + q);
+  }
+  if (q < q_end) {  // the tail as one block overlapping the last: same values written twice
+    q = q_end - 8;
+    nchw_block<kStride, kS>(x, W, h_first, h_end, S, q * kStride - pad_w, y + q, ind + q);
+  }
+}
+
+// ------------------------------------------------------------------------------- channels_last forward
+// v2 (v1: 16-channel blocks of 16-byte GCC vectors): 8-float AVX2 lanes over channels, kVecs vectors per
+// pixel (32 channels where there are, so 4 independent compare/blend chains hide their latency), the
+// running max and argmax in registers across the whole window.
+template <int kVecs, bool kStream>
+FC_AVX2_INLINE void cl_block(const float* x, int64_t C, int64_t W, Taps r, Taps s, int64_t dh, int64_t dw,
+                             float* y, int64_t* ind) {
+  __m256 max[kVecs], id[kVecs];
+  const __m256 seed = index_vector(r.first * W + s.first);
+  for (int v = 0; v < kVecs; ++v) {
+    max[v] = _mm256_set1_ps(-__builtin_inff());
+    id[v] = seed;
+  }
+  for (int64_t h = r.first; h < r.end; h += dh) {
+    for (int64_t w = s.first; w < s.end; w += dw) {
+      const float* xv = x + (h * W + w) * C;
+      const __m256 index = index_vector(h * W + w);
+      for (int v = 0; v < kVecs; ++v) take_max(_mm256_loadu_ps(xv + 8 * v), index, max[v], id[v]);
+    }
+  }
+  for (int v = 0; v < kVecs; ++v) {
+    if constexpr (kStream) {
+      stream_values(y + 8 * v, max[v]);
+      stream_indices(ind + 8 * v, _mm256_castps_si256(id[v]));
+    } else {
+      _mm256_storeu_ps(y + 8 * v, max[v]);
+      store_indices(ind + 8 * v, _mm256_castps_si256(id[v]));
+    }
+  }
+}
+
+template <bool kStream>
+FC_AVX2 void cl_row(const float* x, int64_t C, int64_t W, Taps r, const Taps* cols, int64_t Q, int64_t dh,
+                    int64_t dw, int64_t c_end, float* y, int64_t* ind) {
+  for (int64_t q = 0; q < Q; ++q) {
+    const Taps s = cols[q];
+    float* yq = y + q * C;
+    int64_t* iq = ind + q * C;
+    int64_t c = 0;
+    for (; c + 32 <= c_end; c += 32) cl_block<4, kStream>(x + c, C, W, r, s, dh, dw, yq + c, iq + c);
+    if (c + 16 <= c_end) {
+      cl_block<2, kStream>(x + c, C, W, r, s, dh, dw, yq + c, iq + c);
+      c += 16;
+    }
+    if (c + 8 <= c_end) cl_block<1, kStream>(x + c, C, W, r, s, dh, dw, yq + c, iq + c);
+  }
+  if constexpr (kStream) _mm_sfence();  // streamed stores are weakly ordered
+}
+
+}  // namespace
+
+bool nchw_columns(int64_t W, int64_t Q, int64_t stride_w, int64_t pad_w, int64_t S, int64_t* begin,
+                  int64_t* end) {
+  if (stride_w != 1 && stride_w != 2) return false;
+  // First column whose window starts inside the row; last whose loads end inside it. Stride 2 loads
+  // 16 floats at each even tap offset j, reading up to column q*2 - pad + jmax + 15 of the block's
+  // first q, i.e. one past the window of an odd-width kernel.
+  const int64_t first = (pad_w + stride_w - 1) / stride_w;
+  int64_t last;
+  if (stride_w == 1) {
+    last = W - S + pad_w;
+  } else {
+    const int64_t jmax = (S - 1) & ~int64_t(1);
+    const int64_t num = W - 2 - jmax + pad_w;
+    last = num >= 0 ? num / 2 : -1;
+  }
+  *begin = first;
+  *end = std::min(Q, last + 1);
+  return *end - *begin >= 8;
+}
+
+void fprop_nchw_row(const float* x, int64_t W, int64_t h_first, int64_t h_end, int64_t stride_w,
+                    int64_t pad_w, int64_t S, int64_t q_begin, int64_t q_end, float* y_row, int64_t* i_row) {
+  if (stride_w == 1) {
+    switch (S) {
+      case 2: return nchw_row<1, 2>(x, W, h_first, h_end, pad_w, S, q_begin, q_end, y_row, i_row);
+      case 3: return nchw_row<1, 3>(x, W, h_first, h_end, pad_w, S, q_begin, q_end, y_row, i_row);
+      default: return nchw_row<1, 0>(x, W, h_first, h_end, pad_w, S, q_begin, q_end, y_row, i_row);
+    }
+  }
+  switch (S) {
+    case 2: return nchw_row<2, 2>(x, W, h_first, h_end, pad_w, S, q_begin, q_end, y_row, i_row);
+    case 3: return nchw_row<2, 3>(x, W, h_first, h_end, pad_w, S, q_begin, q_end, y_row, i_row);
+    default: return nchw_row<2, 0>(x, W, h_first, h_end, pad_w, S, q_begin, q_end, y_row, i_row);
+  }
+}
+
+void fprop_channels_last_row(const float* x, int64_t C, int64_t W, Taps r, const Taps* cols, int64_t Q,
+                             int64_t dilation_h, int64_t dilation_w, int64_t c_end, float* y_row,
+                             int64_t* i_row, bool stream) {
+  // Streaming needs every vector store aligned: C a multiple of 8 and 32-byte aligned rows.
+  stream = stream && C % 8 == 0 && reinterpret_cast<uintptr_t>(y_row) % 32 == 0 &&
+           reinterpret_cast<uintptr_t>(i_row) % 32 == 0;
+  if (stream) {
+    cl_row<true>(x, C, W, r, cols, Q, dilation_h, dilation_w, c_end, y_row, i_row);
+  } else {
+    cl_row<false>(x, C, W, r, cols, Q, dilation_h, dilation_w, c_end, y_row, i_row);
+  }
+}
+
+}  // namespace fastconv::cpu::pool_avx2
+
+#else  // no AVX2 kernels in this build: available() is false and nothing else is called
+
+namespace fastconv::cpu::pool_avx2 {
+
+bool available() { return false; }
+bool nchw_columns(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t*, int64_t*) { return false; }
+void fprop_nchw_row(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float*,
+                    int64_t*) {}
+void fprop_channels_last_row(const float*, int64_t, int64_t, Taps, const Taps*, int64_t, int64_t, int64_t,
+                             int64_t, float*, int64_t*, bool) {}
+
+}  // namespace fastconv::cpu::pool_avx2
+
+#endif
