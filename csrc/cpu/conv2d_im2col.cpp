@@ -79,17 +79,13 @@ void dgrad_outer(const Conv2dProblem& p, const at::Tensor& grad_output, const at
 }
 
 template <typename T>
-void wgrad_outer(const Conv2dProblem& p, const at::Tensor& grad_output, const at::Tensor& input, at::Tensor& grad_weight,
-           GemmFn<T> gemm_fn) {
+void wgrad_outer(const Conv2dProblem& p, const at::Tensor& grad_output, const at::Tensor& input,
+                 at::Tensor& grad_weight, GemmFn<T> gemm_fn) {
   const Strides4 dys = strides_of(grad_output), xs = strides_of(input);
   const T* dy = grad_output.const_data_ptr<T>();
   const T* x = input.const_data_ptr<T>();
   T* dw = grad_weight.mutable_data_ptr<T>();  // contiguous [K, Cg*R*S]
   const int64_t Cg = p.C_per_group(), Kg = p.K_per_group(), CRS = p.gemm_k(), PQ = p.P * p.Q;
-  if (p.N == 0) {
-    std::fill(dw, dw + p.K * CRS, T(0));
-    return;
-  }
   // Groups in parallel; within a group the images add up in order, so the sum has one fixed order.
   at::parallel_for(0, p.groups, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> col(CRS * PQ);
@@ -283,10 +279,6 @@ void wgrad(const Conv2dProblem& p, const at::Tensor& grad_output, const at::Tens
   const T* x = input.const_data_ptr<T>();
   T* dw = grad_weight.mutable_data_ptr<T>();  // contiguous [K, Cg*R*S]
   const int64_t Cg = p.C_per_group(), Kg = p.K_per_group(), CRS = p.gemm_k(), PQ = p.P * p.Q;
-  if (p.N == 0) {
-    std::fill(dw, dw + p.K * CRS, T(0));
-    return;
-  }
   // Every sum below runs in an order fixed by the problem alone (chunks and the GEMM's K split depend on
   // sizes, not on threads), so the bits are the same for any thread count.
   const bool x_pixels_collapse = xs.h == p.W * xs.w;
@@ -381,6 +373,10 @@ void conv2d_wgrad_im2col(const Conv2dProblem& p, const at::Tensor& grad_output, 
                          at::Tensor& grad_weight, bool use_blas) {
   check_pq_collapses(grad_output, "grad_output");
   TORCH_INTERNAL_ASSERT(grad_weight.is_contiguous(), "grad_weight must be contiguous");
+  if (p.N == 0) {  // nothing to sum: both loops below would only accumulate into it
+    grad_weight.zero_();
+    return;
+  }
   if (!use_outer_parallel(p) && !p.is_pointwise() && input.stride(1) != 1 && p.C_per_group() > 1) {
     // channels_last copies of both operands: row im2col and GEMMs over many images at once. The chunking
     // depends on sizes only, so the summation order (and the bits) stays independent of the thread count.
@@ -392,7 +388,8 @@ void conv2d_wgrad_im2col(const Conv2dProblem& p, const at::Tensor& grad_output, 
     return;
   }
   AT_DISPATCH_FLOATING_TYPES(grad_output.scalar_type(), "conv2d_wgrad_im2col", [&] {
-    (use_outer_parallel(p) ? wgrad_outer<scalar_t> : wgrad<scalar_t>)(p, grad_output, input, grad_weight, select_gemm<scalar_t>(use_blas));
+    (use_outer_parallel(p) ? wgrad_outer<scalar_t> : wgrad<scalar_t>)(p, grad_output, input, grad_weight,
+                                                                        select_gemm<scalar_t>(use_blas));
   });
 }
 
