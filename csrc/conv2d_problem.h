@@ -72,10 +72,10 @@ struct Conv2dProblem {
     return source_col(out_w * stride_w - pad_w + s * dilation_w);
   }
 
-  // The backward gathers. readers_of_row(h): the padded rows whose value is input row h (h itself, and
-  // for reflect/replicate/circular its images in the padding); output_row_of_tap(hp, r): the output row
-  // whose window puts tap r on padded row hp, or -1 when no window does (hp + pad - r * dilation must be
-  // a non-negative multiple of the stride below P * stride). Padded rows no window reads drop out there.
+  // The pieces of for_each_reader. readers_of_row(h): the padded rows whose value is input row h (h
+  // itself, and for reflect/replicate/circular its images in the padding); output_row_of_tap(hp, r): the
+  // output row whose window puts tap r on padded row hp, or -1 when no window does (hp + pad - r * dilation
+  // must be a non-negative multiple of the stride below P * stride). Padded rows no window reads drop out.
   FASTCONV_HD PaddedReaders readers_of_row(int64_t h) const {
     return readers_of(h, H, -pad_h, (P - 1) * stride_h - pad_h + (R - 1) * dilation_h, padding_mode);
   }
@@ -87,6 +87,28 @@ struct Conv2dProblem {
   }
   FASTCONV_HD int64_t output_col_of_tap(int64_t w, int64_t s) const {
     return output_of_tap(w + pad_w - s * dilation_w, stride_w, Q);
+  }
+  // The backward gathers' loop: visit(r, s, out_h, out_w) for every tap (r, s) of every output whose
+  // window reads input pixel (h, w), directly or through the padding, in one fixed order (row readers,
+  // r, column readers, s) so every gather sums in the same order. With zero padding that is (r, s).
+#if defined(__CUDACC__)
+#pragma nv_exec_check_disable
+#endif
+  template <typename Visit>
+  FASTCONV_HD void for_each_reader(int64_t h, int64_t w, Visit&& visit) const {
+    const PaddedReaders rows = readers_of_row(h), cols = readers_of_col(w);
+    for (int64_t i = 0; i < rows.count(); ++i) {
+      for (int64_t r = 0; r < R; ++r) {
+        const int64_t out_h = output_row_of_tap(rows[i], r);
+        if (out_h < 0) continue;
+        for (int64_t j = 0; j < cols.count(); ++j) {
+          for (int64_t s = 0; s < S; ++s) {
+            const int64_t out_w = output_col_of_tap(cols[j], s);
+            if (out_w >= 0) visit(r, s, out_h, out_w);
+          }
+        }
+      }
+    }
   }
 
  private:

@@ -61,7 +61,7 @@ void fprop_kernel(const Conv2dProblem& p, const T* x, Strides4 xs, const T* w, S
 }
 
 // grad_input[n, c, h, w] gathers grad_output[n, k, out_h, out_w] * weight[k, c, r, s] over every (k, r, s)
-// whose window reads (h, w), directly or through the padding (Conv2dProblem::readers_of_row / _col).
+// whose window reads (h, w), directly or through the padding (Conv2dProblem::for_each_reader).
 template <typename T>
 void dgrad_kernel(const Conv2dProblem& p, const T* dy, Strides4 dys, const T* w, Strides4 ws, T* dx,
                   Strides4 dxs) {
@@ -71,26 +71,14 @@ void dgrad_kernel(const Conv2dProblem& p, const T* dy, Strides4 dys, const T* w,
       const int64_t n = nc / p.C, c = nc % p.C;
       const int64_t g = c / Cg, c_in_group = c % Cg;
       for (int64_t h = 0; h < p.H; ++h) {
-        const PaddedReaders row_readers = p.readers_of_row(h);
         for (int64_t x_w = 0; x_w < p.W; ++x_w) {
-          const PaddedReaders col_readers = p.readers_of_col(x_w);
           T acc = T(0);
           for (int64_t k = g * Kg; k < (g + 1) * Kg; ++k) {
             const T* dy_plane = dy + n * dys.n + k * dys.c;
             const T* w_plane = w + k * ws.n + c_in_group * ws.c;
-            for (int64_t i = 0; i < row_readers.count(); ++i) {
-              for (int64_t r = 0; r < p.R; ++r) {
-                const int64_t out_h = p.output_row_of_tap(row_readers[i], r);
-                if (out_h < 0) continue;
-                for (int64_t j = 0; j < col_readers.count(); ++j) {
-                  for (int64_t s = 0; s < p.S; ++s) {
-                    const int64_t out_w = p.output_col_of_tap(col_readers[j], s);
-                    if (out_w < 0) continue;
-                    acc += dy_plane[out_h * dys.h + out_w * dys.w] * w_plane[r * ws.h + s * ws.w];
-                  }
-                }
-              }
-            }
+            p.for_each_reader(h, x_w, [&](int64_t r, int64_t s, int64_t out_h, int64_t out_w) {
+              acc += dy_plane[out_h * dys.h + out_w * dys.w] * w_plane[r * ws.h + s * ws.w];
+            });
           }
           dx[n * dxs.n + c * dxs.c + h * dxs.h + x_w * dxs.w] = acc;
         }

@@ -38,7 +38,7 @@ void im2col(const Conv2dProblem& p, const T* x, int64_t x_stride_c, int64_t x_st
 }
 
 // The inverse as a gather: each input element sums the column entries that came from it (through the
-// padding too: readers_of_row/col), in a fixed order, and is written exactly once. No scatter, so no
+// padding too: Conv2dProblem::for_each_reader), in a fixed order, and is written exactly once. No scatter, so no
 // races and the same bits every run.
 // x points at channel 0 of this image's group.
 template <typename T>
@@ -47,23 +47,11 @@ void col2im_gather(const Conv2dProblem& p, const T* col, T* x, int64_t x_stride_
   const int64_t PQ = p.P * p.Q;
   for (int64_t c = 0; c < p.C_per_group(); ++c) {
     for (int64_t h = 0; h < p.H; ++h) {
-      const PaddedReaders row_readers = p.readers_of_row(h);
       for (int64_t w = 0; w < p.W; ++w) {
-        const PaddedReaders col_readers = p.readers_of_col(w);
         T sum = T(0);
-        for (int64_t i = 0; i < row_readers.count(); ++i) {
-          for (int64_t r = 0; r < p.R; ++r) {
-            const int64_t out_h = p.output_row_of_tap(row_readers[i], r);
-            if (out_h < 0) continue;
-            for (int64_t j = 0; j < col_readers.count(); ++j) {
-              for (int64_t s = 0; s < p.S; ++s) {
-                const int64_t out_w = p.output_col_of_tap(col_readers[j], s);
-                if (out_w < 0) continue;
-                sum += col[((c * p.R + r) * p.S + s) * PQ + out_h * p.Q + out_w];
-              }
-            }
-          }
-        }
+        p.for_each_reader(h, w, [&](int64_t r, int64_t s, int64_t out_h, int64_t out_w) {
+          sum += col[((c * p.R + r) * p.S + s) * PQ + out_h * p.Q + out_w];
+        });
         x[c * x_stride_c + h * x_stride_h + w * x_stride_w] = sum;
       }
     }
@@ -119,29 +107,17 @@ void col2im_rows_gather(const Conv2dProblem& p, const T* col, T* x, int64_t x_st
                         int64_t x_stride_w, int64_t h_begin, int64_t h_end) {
   const int64_t Cg = p.C_per_group(), CRS = p.gemm_k();
   for (int64_t h = h_begin; h < h_end; ++h) {
-    const PaddedReaders row_readers = p.readers_of_row(h);
     for (int64_t w = 0; w < p.W; ++w) {
-      const PaddedReaders col_readers = p.readers_of_col(w);
       T* dst = x + h * x_stride_h + w * x_stride_w;
       for (int64_t c = 0; c < Cg; ++c) dst[c * x_stride_c] = T(0);
-      for (int64_t i = 0; i < row_readers.count(); ++i) {
-        for (int64_t r = 0; r < p.R; ++r) {
-          const int64_t out_h = p.output_row_of_tap(row_readers[i], r);
-          if (out_h < 0) continue;
-          for (int64_t j = 0; j < col_readers.count(); ++j) {
-            for (int64_t s = 0; s < p.S; ++s) {
-              const int64_t out_w = p.output_col_of_tap(col_readers[j], s);
-              if (out_w < 0) continue;
-              const T* src = col + (out_h * p.Q + out_w) * CRS + (r * p.S + s) * Cg;
-              if (x_stride_c == 1) {
-                for (int64_t c = 0; c < Cg; ++c) dst[c] += src[c];
-              } else {
-                for (int64_t c = 0; c < Cg; ++c) dst[c * x_stride_c] += src[c];
-              }
-            }
-          }
+      p.for_each_reader(h, w, [&](int64_t r, int64_t s, int64_t out_h, int64_t out_w) {
+        const T* src = col + (out_h * p.Q + out_w) * CRS + (r * p.S + s) * Cg;
+        if (x_stride_c == 1) {
+          for (int64_t c = 0; c < Cg; ++c) dst[c] += src[c];
+        } else {
+          for (int64_t c = 0; c < Cg; ++c) dst[c * x_stride_c] += src[c];
         }
-      }
+      });
     }
   }
 }

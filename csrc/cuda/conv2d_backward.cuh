@@ -35,26 +35,15 @@ __global__ void __launch_bounds__(256)
     const int64_t c = t % p.C;
     const int64_t n = t / p.C;
     const int64_t g = c / Cg, cg = c % Cg;
-    const PaddedReaders row_readers = p.readers_of_row(h), col_readers = p.readers_of_col(w);
     acc sum = acc(0);
-    for (int64_t ri = 0; ri < row_readers.count(); ++ri) {
-      for (int64_t r = 0; r < p.R; ++r) {
-        const int64_t out_h = p.output_row_of_tap(row_readers[ri], r);
-        if (out_h < 0) continue;
-        for (int64_t si = 0; si < col_readers.count(); ++si) {
-          for (int64_t s = 0; s < p.S; ++s) {
-            const int64_t out_w = p.output_col_of_tap(col_readers[si], s);
-            if (out_w < 0) continue;
-            const scalar_t* dy_pos = dy + n * dys.n + out_h * dys.h + out_w * dys.w;
-            const scalar_t* w_rs = wt + cg * ws.c + r * ws.h + s * ws.w;
-            for (int64_t kk = 0; kk < Kg; ++kk) {
-              const int64_t k = g * Kg + kk;
-              sum += static_cast<acc>(dy_pos[k * dys.c]) * static_cast<acc>(w_rs[k * ws.n]);
-            }
-          }
-        }
+    p.for_each_reader(h, w, [&](int64_t r, int64_t s, int64_t out_h, int64_t out_w) {
+      const scalar_t* dy_pos = dy + n * dys.n + out_h * dys.h + out_w * dys.w;
+      const scalar_t* w_rs = wt + cg * ws.c + r * ws.h + s * ws.w;
+      for (int64_t kk = 0; kk < Kg; ++kk) {
+        const int64_t k = g * Kg + kk;
+        sum += static_cast<acc>(dy_pos[k * dys.c]) * static_cast<acc>(w_rs[k * ws.n]);
       }
-    }
+    });
     dx[n * dxs.n + c * dxs.c + h * dxs.h + w * dxs.w] = static_cast<scalar_t>(sum);
   }
 }

@@ -53,21 +53,10 @@ __global__ void __launch_bounds__(kElementwiseThreads)
     const int64_t c = t % p.C;
     const int64_t n = t / p.C;
     const acc* col_c = col + (n * p.C + c) * p.R * p.S * PQ;
-    const PaddedReaders row_readers = p.readers_of_row(h), col_readers = p.readers_of_col(w);
     acc sum = acc(0);
-    for (int64_t ri = 0; ri < row_readers.count(); ++ri) {
-      for (int64_t r = 0; r < p.R; ++r) {
-        const int64_t out_h = p.output_row_of_tap(row_readers[ri], r);
-        if (out_h < 0) continue;
-        for (int64_t si = 0; si < col_readers.count(); ++si) {
-          for (int64_t s = 0; s < p.S; ++s) {
-            const int64_t out_w = p.output_col_of_tap(col_readers[si], s);
-            if (out_w < 0) continue;
-            sum += col_c[(r * p.S + s) * PQ + out_h * p.Q + out_w];
-          }
-        }
-      }
-    }
+    p.for_each_reader(h, w, [&](int64_t r, int64_t s, int64_t out_h, int64_t out_w) {
+      sum += col_c[(r * p.S + s) * PQ + out_h * p.Q + out_w];
+    });
     dx[n * dxs.n + c * dxs.c + h * dxs.h + w * dxs.w] = static_cast<scalar_t>(sum);
   }
 }
