@@ -162,6 +162,14 @@ struct Pool2dProblem {
   int64_t stride_h, stride_w;
   int64_t dilation_h, dilation_w;
   bool ceil_mode;
+
+  // The taps form of an argmax: its place r * S + s in the window of output (p, q), one byte. A window
+  // with no tap inside the input records tap 0, whose position is then outside the input too, so the
+  // backward drops its gradient exactly as it drops PyTorch's past-the-plane index.
+  static constexpr int64_t kMaxByteTaps = 256;
+  FASTCONV_HD bool taps_fit_byte() const { return R * S <= kMaxByteTaps; }
+  FASTCONV_HD int64_t tap_row(int64_t p, int64_t tap) const { return p * stride_h - pad_h + tap / S * dilation_h; }
+  FASTCONV_HD int64_t tap_col(int64_t q, int64_t tap) const { return q * stride_w - pad_w + tap % S * dilation_w; }
 };
 
 // Direct: the blocked direct kernel where it applies (float32, groups == 1), else the simple loops;

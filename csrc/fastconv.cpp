@@ -27,6 +27,13 @@ void define_ops(torch::Library& m) {
         "bool ceil_mode) -> (Tensor, Tensor)");
   m.def("_max_pool2d_bprop(Tensor grad_output, Tensor input, Tensor indices, int[2] kernel_size, int[2] stride, "
         "int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor");
+  // The pair autograd runs when the indices are not returned: the argmax is saved as its tap number in
+  // the window, r * S + s, in one byte (uint8; R * S <= 256), an eighth of the int64 index's memory
+  // traffic and of what the graph keeps alive. Same values, same gradients, bit for bit.
+  m.def("_max_pool2d_fprop_taps(Tensor input, int[2] kernel_size, int[2] stride, int[2] padding, "
+        "int[2] dilation, bool ceil_mode) -> (Tensor, Tensor)");
+  m.def("_max_pool2d_bprop_taps(Tensor grad_output, Tensor input, Tensor taps, int[2] kernel_size, "
+        "int[2] stride, int[2] padding, int[2] dilation, bool ceil_mode) -> Tensor");
 }
 
 }  // namespace
