@@ -219,6 +219,12 @@ Pool2dProblem make_pool2d_problem(c10::IntArrayRef input_size, c10::IntArrayRef 
   return p;
 }
 
+void check_taps_fit_byte(const char* op, const Pool2dProblem& p) {
+  TORCH_CHECK(p.taps_fit_byte(), op, ": the taps form records an argmax in one byte, for windows of at most ",
+              Pool2dProblem::kMaxByteTaps, " taps, but kernel_size (", p.R, ", ", p.S, ") has ", p.R * p.S,
+              "; use max_pool2d_fprop's int64 indices");
+}
+
 void check_pool2d_input(const char* op, const at::Tensor& input) {
   TORCH_CHECK(at::isFloatingType(input.scalar_type()), op, ": expected a floating point input, but got dtype ",
               input.scalar_type());
@@ -232,6 +238,8 @@ at::Tensor new_output(c10::IntArrayRef sizes, const at::TensorOptions& options, 
   if (poison_outputs() && out.numel() > 0) {
     if (at::isFloatingType(out.scalar_type())) {
       out.fill_(std::numeric_limits<double>::quiet_NaN());
+    } else if (out.scalar_type() == at::kByte) {
+      out.fill_(255);  // max_pool2d's taps: beyond any window of fewer than 256 taps
     } else {
       out.fill_(std::numeric_limits<int64_t>::min());
     }

@@ -31,9 +31,11 @@ Pool2dProblem make_pool2d_problem(c10::IntArrayRef input_size, c10::IntArrayRef 
                                   c10::IntArrayRef stride, c10::IntArrayRef padding,
                                   c10::IntArrayRef dilation, bool ceil_mode);
 void check_pool2d_input(const char* op, const at::Tensor& input);
+// The taps ops (_max_pool2d_fprop_taps/_bprop_taps) need R * S <= 256.
+void check_taps_fit_byte(const char* op, const Pool2dProblem& p);
 
 // Every kernel output is allocated here: when poisoning is on (tests), floating outputs are filled
-// with NaN and integer outputs with INT64_MIN, so an element a kernel forgot to write shows up.
+// with NaN, integer outputs with INT64_MIN (uint8: 255), so an element a kernel forgot to write shows up.
 at::Tensor new_output(c10::IntArrayRef sizes, const at::TensorOptions& options,
                       at::MemoryFormat memory_format = at::MemoryFormat::Contiguous);
 void set_poison_outputs(bool enabled);

@@ -9,6 +9,7 @@ from . import _C  # noqa: F401  (loading the extension registers torch.ops.fastc
 
 ALGORITHMS = ("auto", "direct", "im2col", "im2col_blas", "direct_simple")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+MAX_BYTE_TAPS = 256  # a pooling window of at most this many taps saves its argmax as one byte (Pool2dProblem)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -123,10 +124,13 @@ def max_pool2d_with(ops, input, kernel_size, stride, padding, dilation, ceil_mod
         input = input.contiguous()
     kernel_size = _pair("kernel_size", kernel_size)
     stride = kernel_size if stride is None or (not isinstance(stride, int) and len(stride) == 0) else stride
-    out, indices = ops.max_pool2d_fprop(
-        input, kernel_size, _pair("stride", stride), _pair("padding", padding), _pair("dilation", dilation),
-        bool(ceil_mode),
-    )
+    args = (input, kernel_size, _pair("stride", stride), _pair("padding", padding), _pair("dilation", dilation),
+            bool(ceil_mode))
+    if not return_indices and kernel_size[0] * kernel_size[1] <= MAX_BYTE_TAPS:
+        # Nobody sees the indices: the backward gets them as one-byte tap numbers (same gradient).
+        out, _taps = ops._max_pool2d_fprop_taps(*args)
+        return out.squeeze(0) if unbatched else out
+    out, indices = ops.max_pool2d_fprop(*args)
     if unbatched:
         out, indices = out.squeeze(0), indices.squeeze(0)
     return (out, indices) if return_indices else out
@@ -198,7 +202,7 @@ def _pool_output_size(size, kernel, stride, pad, dilation, ceil_mode):
 
 def _register_pool_fakes(ns):
     @torch.library.register_fake(f"{ns}::max_pool2d_fprop")
-    def _(input, kernel_size, stride, padding, dilation, ceil_mode):
+    def pool_fake(input, kernel_size, stride, padding, dilation, ceil_mode):
         P, Q = (
             _pool_output_size(input.shape[2 + i], kernel_size[i], stride[i], padding[i], dilation[i], ceil_mode)
             for i in range(2)
@@ -209,10 +213,17 @@ def _register_pool_fakes(ns):
         indices = input.new_empty(shape, dtype=torch.int64).contiguous(memory_format=memory_format)
         return out, indices
 
+    @torch.library.register_fake(f"{ns}::_max_pool2d_fprop_taps")
+    def _(input, kernel_size, stride, padding, dilation, ceil_mode):
+        out, indices = pool_fake(input, kernel_size, stride, padding, dilation, ceil_mode)
+        return out, torch.empty_like(indices, dtype=torch.uint8)
+
     @torch.library.register_fake(f"{ns}::_max_pool2d_bprop")
-    def _(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode):
+    def pool_bprop_fake(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode):
         _same_device("max_pool2d backward", grad_output=grad_output, input=input, indices=indices)
         return torch.empty_like(input, memory_format=suggest_memory_format(input))
+
+    torch.library.register_fake(f"{ns}::_max_pool2d_bprop_taps", pool_bprop_fake)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -300,9 +311,20 @@ def _register_pool_autograd(ns):
 
     torch.library.register_autograd(f"{ns}::max_pool2d_fprop", fprop_backward, setup_context=fprop_setup)
 
+    def taps_backward(ctx, grad_output, _grad_taps):
+        input, taps = ctx.saved_tensors
+        grad_input = ops._max_pool2d_bprop_taps(grad_output, input, taps, *ctx.params)
+        return grad_input, None, None, None, None, None
+
+    torch.library.register_autograd(f"{ns}::_max_pool2d_fprop_taps", taps_backward, setup_context=fprop_setup)
+
     # The backward routes each output gradient to its argmax, so its own gradient gathers from there.
     def bprop_setup(ctx, inputs, output):
         ctx.save_for_backward(inputs[2])
+
+    def taps_bprop_setup(ctx, inputs, output):
+        grad_output, input, taps, *params = inputs
+        ctx.save_for_backward(_flat_indices(taps, input.shape, *params[:4]))
 
     def bprop_backward(ctx, grad):
         (indices,) = ctx.saved_tensors
@@ -316,6 +338,21 @@ def _register_pool_autograd(ns):
         return gathered, None, None, None, None, None, None, None
 
     torch.library.register_autograd(f"{ns}::_max_pool2d_bprop", bprop_backward, setup_context=bprop_setup)
+    torch.library.register_autograd(f"{ns}::_max_pool2d_bprop_taps", bprop_backward, setup_context=taps_bprop_setup)
+
+
+def _flat_indices(taps, input_size, kernel_size, stride, padding, dilation):
+    """PyTorch's flat indices h * W + w from tap numbers r * S + s (Pool2dProblem::tap_row/tap_col); a
+    tap outside the input becomes an index outside the plane, which the gradient gather drops."""
+    H, W = input_size[2], input_size[3]
+    P, Q = taps.shape[2], taps.shape[3]
+    t = taps.long()
+    p = torch.arange(P, device=taps.device).view(P, 1)
+    q = torch.arange(Q, device=taps.device).view(1, Q)
+    h = p * stride[0] - padding[0] + t.div(kernel_size[1], rounding_mode="floor") * dilation[0]
+    w = q * stride[1] - padding[1] + t.remainder(kernel_size[1]) * dilation[1]
+    inside = (h >= 0) & (h < H) & (w >= 0) & (w < W)
+    return torch.where(inside, h * W + w, torch.full_like(h, H * W))
 
 
 for _ns in ("fastconv", "fastconv_emulated"):

@@ -20,6 +20,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -41,7 +42,19 @@ namespace fastconv::cpu {
 
 namespace {
 
-using pool_avx2::Taps;  // one window axis: first in-bounds tap (the index seed) and end
+using pool_avx2::ArgmaxSteps;
+using pool_avx2::Taps;  // one window axis: first in-bounds tap (the index seed), end, its argmax share
+
+// Every kernel is built for both argmax forms, chosen by the type it writes: int64_t, PyTorch's flat
+// index h * W + w (returned to users); uint8_t, the tap number r * S + s (kept only for the backward,
+// which reads it back through Pool2dProblem::tap_row/tap_col). Both are a row share plus a column share.
+template <typename Index>
+constexpr bool kTapsForm = std::is_same_v<Index, uint8_t>;
+
+template <typename Index>
+ArgmaxSteps argmax_steps(const Pool2dProblem& p) {
+  return kTapsForm<Index> ? ArgmaxSteps{p.S, 1} : ArgmaxSteps{p.dilation_h * p.W, p.dilation_w};
+}
 
 // The float32 AVX2 kernels (max_pool2d_avx2.cpp) run when the CPU has AVX2 and the build has them.
 bool use_avx2() { return cpu_has_avx2_fma() && pool_avx2::available(); }
@@ -50,16 +63,32 @@ bool plane_fits_int32(const Pool2dProblem& p) {
   return p.H * p.W <= static_cast<int64_t>(std::numeric_limits<int32_t>::max());
 }
 
+// `scale`: what one step along this axis adds to the argmax (W or 1 for flat indices; S or 1 for tap
+// numbers, which count taps from the window's origin). A window with no tap inside the input seeds
+// PyTorch's flat index past the plane, or tap 0, which lies outside the input too.
 std::vector<Taps> window_taps(int64_t out_size, int64_t stride, int64_t pad, int64_t dilation, int64_t kernel,
-                              int64_t extent) {
+                              int64_t extent, bool taps_form, int64_t scale) {
   std::vector<Taps> taps(out_size);
   for (int64_t o = 0; o < out_size; ++o) {
-    int64_t first = o * stride - pad;
-    const int64_t end = std::min(first + (kernel - 1) * dilation + 1, extent);
+    const int64_t origin = o * stride - pad;
+    const int64_t end = std::min(origin + (kernel - 1) * dilation + 1, extent);
+    int64_t first = origin;
     if (first < 0) first += (-first + dilation - 1) / dilation * dilation;
-    taps[o] = {first, end};
+    const int64_t tap = first < end ? (first - origin) / dilation : 0;
+    taps[o] = {first, end, (taps_form ? tap : first) * scale};
   }
   return taps;
+}
+
+template <typename Index>
+std::vector<Taps> row_windows(const Pool2dProblem& p) {
+  return window_taps(p.P, p.stride_h, p.pad_h, p.dilation_h, p.R, p.H, kTapsForm<Index>,
+                     kTapsForm<Index> ? p.S : p.W);
+}
+
+template <typename Index>
+std::vector<Taps> col_windows(const Pool2dProblem& p) {
+  return window_taps(p.Q, p.stride_w, p.pad_w, p.dilation_w, p.S, p.W, kTapsForm<Index>, 1);
 }
 
 // The winner rule, written without short-circuit so the channels_last loop stays branch-free.
@@ -102,36 +131,37 @@ int64_t grain_for(int64_t work_per_item) {
 
 // v1: one output at a time, the window scanned in registers. Used for every dtype and for the columns
 // (and rows) the AVX2 kernel does not cover.
-template <typename T, bool kUnitDilation>
+template <typename T, typename Index, bool kUnitDilation>
 inline void nchw_outputs(const T* xp, int64_t W, Taps r, const Taps* cols, int64_t q_begin, int64_t q_end,
-                         int64_t dh, int64_t dw, T* y_row, int64_t* i_row) {
+                         int64_t dh, int64_t dw, ArgmaxSteps steps, T* y_row, Index* i_row) {
   for (int64_t out_w = q_begin; out_w < q_end; ++out_w) {
     const Taps s = cols[out_w];
     T max_value = -std::numeric_limits<T>::infinity();
-    int64_t max_index = r.first * W + s.first;
-    for (int64_t h = r.first; h < r.end; h += (kUnitDilation ? 1 : dh)) {
+    int64_t max_index = r.index + s.index;
+    for (int64_t h = r.first, row = r.index; h < r.end; h += (kUnitDilation ? 1 : dh), row += steps.row) {
       const T* x_row = xp + h * W;
-      for (int64_t w = s.first; w < s.end; w += (kUnitDilation ? 1 : dw)) {
+      for (int64_t w = s.first, index = row + s.index; w < s.end; w += (kUnitDilation ? 1 : dw), index += steps.col) {
         const T value = x_row[w];
         const bool take = takes(value, max_value);  // selects, not a branch: random data mispredicts
         max_value = take ? value : max_value;
-        max_index = take ? h * W + w : max_index;
+        max_index = take ? index : max_index;
       }
     }
     y_row[out_w] = max_value;
-    i_row[out_w] = max_index;
+    i_row[out_w] = static_cast<Index>(max_index);
   }
 }
 
-template <typename T, bool kUnitDilation>
-void fprop_nchw(const Pool2dProblem& p, const T* x, T* y, int64_t* indices) {
-  const std::vector<Taps> rows = window_taps(p.P, p.stride_h, p.pad_h, p.dilation_h, p.R, p.H);
-  const std::vector<Taps> cols = window_taps(p.Q, p.stride_w, p.pad_w, p.dilation_w, p.S, p.W);
+template <typename T, typename Index, bool kUnitDilation>
+void fprop_nchw(const Pool2dProblem& p, const T* x, T* y, Index* indices) {
+  const std::vector<Taps> rows = row_windows<Index>(p), cols = col_windows<Index>(p);
+  const ArgmaxSteps steps = argmax_steps<Index>(p);
   const int64_t H = p.H, W = p.W, P = p.P, Q = p.Q;
   // v2 (float32, unit dilation, stride_w 1 or 2, AVX2): the columns whose windows lie inside the row
   // go 8 at a time through pool_avx2::fprop_nchw_row; the edge columns stay scalar.
   int64_t q_begin = Q, q_end = Q;
-  const bool avx2 = std::is_same_v<T, float> && kUnitDilation && use_avx2() && plane_fits_int32(p) &&
+  const bool avx2 = std::is_same_v<T, float> && kUnitDilation && use_avx2() &&
+                    (kTapsForm<Index> || plane_fits_int32(p)) &&
                     pool_avx2::nchw_columns(W, Q, p.stride_w, p.pad_w, p.S, &q_begin, &q_end);
   if (!avx2) q_begin = q_end = Q;
   // Parallel over output rows of all planes (not whole planes), so few large planes still split.
@@ -140,15 +170,17 @@ void fprop_nchw(const Pool2dProblem& p, const T* x, T* y, int64_t* indices) {
       const int64_t plane = item / P, out_h = item % P;
       const T* xp = x + plane * H * W;
       T* y_row = y + item * Q;
-      int64_t* i_row = indices + item * Q;
+      Index* i_row = indices + item * Q;
       const Taps r = rows[out_h];
-      nchw_outputs<T, kUnitDilation>(xp, W, r, cols.data(), 0, q_begin, p.dilation_h, p.dilation_w, y_row, i_row);
+      nchw_outputs<T, Index, kUnitDilation>(xp, W, r, cols.data(), 0, q_begin, p.dilation_h, p.dilation_w, steps,
+                                            y_row, i_row);
       if constexpr (std::is_same_v<T, float>) {
         if (q_begin < q_end) {
-          pool_avx2::fprop_nchw_row(xp, W, r.first, r.end, p.stride_w, p.pad_w, p.S, q_begin, q_end, y_row, i_row);
+          pool_avx2::fprop_nchw_row(xp, W, r, steps.row, p.stride_w, p.pad_w, p.S, q_begin, q_end, y_row, i_row);
         }
       }
-      nchw_outputs<T, kUnitDilation>(xp, W, r, cols.data(), q_end, Q, p.dilation_h, p.dilation_w, y_row, i_row);
+      nchw_outputs<T, Index, kUnitDilation>(xp, W, r, cols.data(), q_end, Q, p.dilation_h, p.dilation_w, steps,
+                                            y_row, i_row);
     }
   });
 }
@@ -161,21 +193,21 @@ constexpr int64_t channel_block() {
   return 64 / sizeof(T);  // 16 floats or 8 doubles
 }
 
-template <typename T, typename I, int64_t kWidth, bool kUnitDilation>
+template <typename T, typename I, typename Index, int64_t kWidth, bool kUnitDilation>
 inline void cl_window(const T* x_image, int64_t C, int64_t W, Taps r, Taps s, int64_t dh, int64_t dw,
-                      int64_t width, T* y_out, int64_t* i_out) {
+                      ArgmaxSteps steps, int64_t width, T* y_out, Index* i_out) {
   // kWidth > 0: a full block with a compile-time width; kWidth == 0: the tail, `width` channels.
   const int64_t n = kWidth > 0 ? kWidth : width;
   T max_value[channel_block<T>()];
   I max_index[channel_block<T>()];
-  const I seed = static_cast<I>(r.first * W + s.first);
+  const I seed = static_cast<I>(r.index + s.index);
   for (int64_t c = 0; c < n; ++c) {
     max_value[c] = -std::numeric_limits<T>::infinity();
     max_index[c] = seed;
   }
-  for (int64_t h = r.first; h < r.end; h += (kUnitDilation ? 1 : dh)) {
-    for (int64_t w = s.first; w < s.end; w += (kUnitDilation ? 1 : dw)) {
-      const I index = static_cast<I>(h * W + w);
+  for (int64_t h = r.first, row = r.index; h < r.end; h += (kUnitDilation ? 1 : dh), row += steps.row) {
+    for (int64_t w = s.first, tap = row + s.index; w < s.end; w += (kUnitDilation ? 1 : dw), tap += steps.col) {
+      const I index = static_cast<I>(tap);
       const T* xv = x_image + (h * W + w) * C;
       for (int64_t c = 0; c < n; ++c) {
         const T value = xv[c];
@@ -187,16 +219,16 @@ inline void cl_window(const T* x_image, int64_t C, int64_t W, Taps r, Taps s, in
   }
   for (int64_t c = 0; c < n; ++c) {
     y_out[c] = max_value[c];
-    i_out[c] = max_index[c];
+    i_out[c] = static_cast<Index>(max_index[c]);
   }
 }
 
 // One full block of channels with explicit 16-byte vectors (GCC vector extensions, so SSE2 at the
 // baseline): compare, NaN test and bitwise selects, four vectors in registers across the window. The
 // auto-vectoriser leaves the same loop scalar (it fully unrolls it first, then fails to SLP the selects).
-template <typename T, typename I, bool kUnitDilation>
-inline void cl_block(const T* x_image, int64_t C, int64_t W, Taps r, Taps s, int64_t dh, int64_t dw, T* y_out,
-                     int64_t* i_out) {
+template <typename T, typename I, typename Index, bool kUnitDilation>
+inline void cl_block(const T* x_image, int64_t C, int64_t W, Taps r, Taps s, int64_t dh, int64_t dw,
+                     ArgmaxSteps steps, T* y_out, Index* i_out) {
   static_assert(sizeof(T) == sizeof(I), "value and index lanes must be as wide");
   constexpr int kLanes = 16 / sizeof(T), kVecs = channel_block<T>() / kLanes;
   typedef T V __attribute__((vector_size(16)));
@@ -205,12 +237,12 @@ inline void cl_block(const T* x_image, int64_t C, int64_t W, Taps r, Taps s, int
   IV max_index[kVecs];
   for (int v = 0; v < kVecs; ++v) {
     max_value[v] = V{} - std::numeric_limits<T>::infinity();
-    max_index[v] = IV{} + static_cast<I>(r.first * W + s.first);
+    max_index[v] = IV{} + static_cast<I>(r.index + s.index);
   }
-  for (int64_t h = r.first; h < r.end; h += (kUnitDilation ? 1 : dh)) {
-    for (int64_t w = s.first; w < s.end; w += (kUnitDilation ? 1 : dw)) {
+  for (int64_t h = r.first, row = r.index; h < r.end; h += (kUnitDilation ? 1 : dh), row += steps.row) {
+    for (int64_t w = s.first, tap = row + s.index; w < s.end; w += (kUnitDilation ? 1 : dw), tap += steps.col) {
       const T* xv = x_image + (h * W + w) * C;
-      const IV index = IV{} + static_cast<I>(h * W + w);
+      const IV index = IV{} + static_cast<I>(tap);
       for (int v = 0; v < kVecs; ++v) {
         V value;
         std::memcpy(&value, xv + v * kLanes, sizeof(V));
@@ -222,21 +254,21 @@ inline void cl_block(const T* x_image, int64_t C, int64_t W, Taps r, Taps s, int
   }
   for (int v = 0; v < kVecs; ++v) {
     std::memcpy(y_out + v * kLanes, &max_value[v], sizeof(V));
-    for (int l = 0; l < kLanes; ++l) i_out[v * kLanes + l] = max_index[v][l];
+    for (int l = 0; l < kLanes; ++l) i_out[v * kLanes + l] = static_cast<Index>(max_index[v][l]);
   }
 }
 
-template <typename T, typename I, bool kUnitDilation>
-void fprop_channels_last(const Pool2dProblem& p, const T* x, T* y, int64_t* indices) {
-  const std::vector<Taps> rows = window_taps(p.P, p.stride_h, p.pad_h, p.dilation_h, p.R, p.H);
-  const std::vector<Taps> cols = window_taps(p.Q, p.stride_w, p.pad_w, p.dilation_w, p.S, p.W);
+template <typename T, typename I, typename Index, bool kUnitDilation>
+void fprop_channels_last(const Pool2dProblem& p, const T* x, T* y, Index* indices) {
+  const std::vector<Taps> rows = row_windows<Index>(p), cols = col_windows<Index>(p);
+  const ArgmaxSteps steps = argmax_steps<Index>(p);
   const int64_t C = p.C, H = p.H, W = p.W, P = p.P, Q = p.Q;
   constexpr int64_t kBlock = channel_block<T>();
   // v2 (float32 with int32 argmax lanes, AVX2): channels [0, C rounded down to 8) of the whole row go
   // through pool_avx2::fprop_channels_last_row; the last C % 8 channels stay scalar below.
   constexpr bool kFloat32 = std::is_same_v<T, float> && std::is_same_v<I, int32_t>;
   const int64_t c_avx2 = kFloat32 && use_avx2() ? C / 8 * 8 : 0;
-  const bool stream = p.N * P * Q * C * static_cast<int64_t>(sizeof(T) + sizeof(int64_t)) > kStreamBytes;
+  const bool stream = p.N * P * Q * C * static_cast<int64_t>(sizeof(T) + sizeof(Index)) > kStreamBytes;
   at::parallel_for(0, p.N * P, grain_for(Q * C * p.R * p.S), [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / P, out_h = row % P;
@@ -244,28 +276,28 @@ void fprop_channels_last(const Pool2dProblem& p, const T* x, T* y, int64_t* indi
       const Taps r = rows[out_h];
       if constexpr (kFloat32) {
         if (c_avx2 > 0) {
-          pool_avx2::fprop_channels_last_row(x_image, C, W, r, cols.data(), Q, p.dilation_h, p.dilation_w, c_avx2,
-                                             y + row * Q * C, indices + row * Q * C, stream);
+          pool_avx2::fprop_channels_last_row(x_image, C, W, r, cols.data(), Q, p.dilation_h, p.dilation_w, steps,
+                                             c_avx2, y + row * Q * C, indices + row * Q * C, stream);
         }
       }
       for (int64_t out_w = 0; out_w < Q; ++out_w) {
         const Taps s = cols[out_w];
         T* y_out = y + (row * Q + out_w) * C;
-        int64_t* i_out = indices + (row * Q + out_w) * C;
+        Index* i_out = indices + (row * Q + out_w) * C;
         int64_t c = c_avx2;
         if constexpr (sizeof(I) == sizeof(T)) {
           for (; c + kBlock <= C; c += kBlock) {
-            cl_block<T, I, kUnitDilation>(x_image + c, C, W, r, s, p.dilation_h, p.dilation_w, y_out + c,
-                                          i_out + c);
+            cl_block<T, I, Index, kUnitDilation>(x_image + c, C, W, r, s, p.dilation_h, p.dilation_w, steps,
+                                                 y_out + c, i_out + c);
           }
         }
         for (; c + kBlock <= C; c += kBlock) {  // float with int64 indices: planes of 2^31 pixels or more
-          cl_window<T, I, kBlock, kUnitDilation>(x_image + c, C, W, r, s, p.dilation_h, p.dilation_w, kBlock,
-                                                 y_out + c, i_out + c);
+          cl_window<T, I, Index, kBlock, kUnitDilation>(x_image + c, C, W, r, s, p.dilation_h, p.dilation_w, steps,
+                                                        kBlock, y_out + c, i_out + c);
         }
         if (c < C) {
-          cl_window<T, I, 0, kUnitDilation>(x_image + c, C, W, r, s, p.dilation_h, p.dilation_w, C - c,
-                                            y_out + c, i_out + c);
+          cl_window<T, I, Index, 0, kUnitDilation>(x_image + c, C, W, r, s, p.dilation_h, p.dilation_w, steps,
+                                                   C - c, y_out + c, i_out + c);
         }
       }
     }
@@ -273,24 +305,135 @@ void fprop_channels_last(const Pool2dProblem& p, const T* x, T* y, int64_t* indi
 }
 
 // float keeps its running argmax in int32 lanes when every index it can report, the past-the-plane
-// seed of a window wholly in the padding included, fits.
-template <typename T, bool kUnitDilation>
-void fprop_channels_last(const Pool2dProblem& p, const T* x, T* y, int64_t* indices) {
-  const bool fits_int32 = (p.H + p.dilation_h + 1) * (p.W + p.dilation_w + 1) <=
-                          static_cast<int64_t>(std::numeric_limits<int32_t>::max());
+// seed of a window wholly in the padding included, fits (tap numbers always do).
+template <typename T, typename Index, bool kUnitDilation>
+void fprop_channels_last(const Pool2dProblem& p, const T* x, T* y, Index* indices) {
+  const bool fits_int32 = kTapsForm<Index> || (p.H + p.dilation_h + 1) * (p.W + p.dilation_w + 1) <=
+                                                  static_cast<int64_t>(std::numeric_limits<int32_t>::max());
   if (sizeof(T) == 4 && fits_int32) {
-    fprop_channels_last<T, int32_t, kUnitDilation>(p, x, y, indices);
+    fprop_channels_last<T, int32_t, Index, kUnitDilation>(p, x, y, indices);
   } else {
-    fprop_channels_last<T, int64_t, kUnitDilation>(p, x, y, indices);
+    fprop_channels_last<T, int64_t, Index, kUnitDilation>(p, x, y, indices);
   }
 }
 
 // --------------------------------------------------------------------------------------------- backward
-// An index outside [0, H*W) comes from a window that lies wholly in the padding (PyTorch seeds it past the
-// plane): its output is the padding's -inf, which no input moves, so its gradient goes nowhere.
-inline bool inside_plane(int64_t index, int64_t plane_size) {
-  return static_cast<uint64_t>(index) < static_cast<uint64_t>(plane_size);
-}
+// Reads back where output j's gradient goes: its input position h * W + w in the plane, or -1 when the
+// argmax lies outside the input. That happens only for a window wholly in the padding (PyTorch seeds its
+// index past the plane; the taps form records tap 0, outside too): its output is the padding's -inf,
+// which no input moves, so its gradient goes nowhere. Either way a bad argmax cannot reach outside.
+// Each reader sums one NCHW plane of output gradients into its input plane (scatter_plane, in output
+// order), and hands out one Window per output position for channels_last, whose position(j) is the
+// input position of element j's argmax there, or -1.
+class FlatArgmax {
+ public:
+  FlatArgmax(const Pool2dProblem& p, const int64_t* indices) : indices_(indices), plane_size_(p.H * p.W) {}
+
+  template <typename T>
+  void scatter_plane(int64_t plane, const T* dy, T* acc, int64_t PQ) const {
+    const int64_t* ip = indices_ + plane * PQ;
+    for (int64_t j = 0; j < PQ; ++j) {
+      const int64_t index = ip[j];
+      if (inside(index)) acc[index] += dy[j];
+    }
+  }
+
+  struct Window {
+    const FlatArgmax* reader;
+    int64_t position(int64_t j) const {
+      const int64_t index = reader->indices_[j];
+      return reader->inside(index) ? index : -1;
+    }
+  };
+  Window window(int64_t /*out_h*/, int64_t /*out_w*/) const { return {this}; }
+
+ private:
+  bool inside(int64_t index) const { return static_cast<uint64_t>(index) < static_cast<uint64_t>(plane_size_); }
+  const int64_t* indices_;
+  int64_t plane_size_;
+};
+
+// Windows lying wholly inside the input (most of them; a contiguous range of rows and of columns) need
+// no bounds test: a tap's position is the window origin's plus the tap's offset. A byte past R * S has
+// an offset far below zero, so its gradient is dropped, never written out of bounds.
+class TapArgmax {
+ public:
+  TapArgmax(const Pool2dProblem& p, const uint8_t* taps)
+      : taps_(taps), H_(p.H), W_(p.W), rows_(axis(p.P, p.stride_h, p.pad_h, p.dilation_h, p.R, p.H)),
+        cols_(axis(p.Q, p.stride_w, p.pad_w, p.dilation_w, p.S, p.W)) {
+    constexpr int64_t kNowhere = std::numeric_limits<int64_t>::min() / 4;
+    tap_row_.fill(kNowhere);
+    tap_col_.fill(kNowhere);
+    tap_offset_.fill(kNowhere);
+    for (int64_t tap = 0; tap < p.R * p.S; ++tap) {  // relative to the window's origin
+      tap_row_[tap] = p.tap_row(0, tap) + p.pad_h;
+      tap_col_[tap] = p.tap_col(0, tap) + p.pad_w;
+      tap_offset_[tap] = tap_row_[tap] * p.W + tap_col_[tap];
+    }
+  }
+
+  template <typename T>
+  void scatter_plane(int64_t plane, const T* dy, T* acc, int64_t PQ) const {
+    const uint8_t* tp = taps_ + plane * PQ;
+    const int64_t Q = cols_.size;
+    for (int64_t out_h = 0; out_h < rows_.size; ++out_h) {
+      const int64_t j0 = out_h * Q;
+      const bool interior_row = rows_.interior(out_h);
+      const int64_t lo = interior_row ? cols_.lo : Q, hi = interior_row ? cols_.hi : Q;
+      for (int64_t out_w = 0; out_w < lo; ++out_w) {
+        add(window(out_h, out_w).position(plane * PQ + j0 + out_w), dy[j0 + out_w], acc);
+      }
+      const int64_t row_origin = (out_h * rows_.stride - rows_.pad) * W_ - cols_.pad;
+      for (int64_t out_w = lo; out_w < hi; ++out_w) {
+        add(row_origin + out_w * cols_.stride + tap_offset_[tp[j0 + out_w]], dy[j0 + out_w], acc);
+      }
+      for (int64_t out_w = hi; out_w < Q; ++out_w) {
+        add(window(out_h, out_w).position(plane * PQ + j0 + out_w), dy[j0 + out_w], acc);
+      }
+    }
+  }
+
+  struct Window {
+    const TapArgmax* reader;
+    int64_t origin_h, origin_w;
+    bool interior;
+    int64_t position(int64_t j) const {
+      const TapArgmax& r = *reader;
+      const uint8_t tap = r.taps_[j];
+      if (interior) return origin_h * r.W_ + origin_w + r.tap_offset_[tap];  // < 0 for a bad byte
+      const int64_t h = origin_h + r.tap_row_[tap], w = origin_w + r.tap_col_[tap];
+      const bool inside = static_cast<uint64_t>(h) < static_cast<uint64_t>(r.H_) &&
+                          static_cast<uint64_t>(w) < static_cast<uint64_t>(r.W_);
+      return inside ? h * r.W_ + w : -1;
+    }
+  };
+  Window window(int64_t out_h, int64_t out_w) const {
+    return {this, out_h * rows_.stride - rows_.pad, out_w * cols_.stride - cols_.pad,
+            rows_.interior(out_h) && cols_.interior(out_w)};
+  }
+
+ private:
+  // One axis: outputs [lo, hi) have their whole window inside [0, extent).
+  struct Axis {
+    int64_t size, stride, pad, lo, hi;
+    bool interior(int64_t o) const { return o >= lo && o < hi; }
+  };
+  static Axis axis(int64_t out_size, int64_t stride, int64_t pad, int64_t dilation, int64_t kernel,
+                   int64_t extent) {
+    const int64_t lo = std::min(out_size, (pad + stride - 1) / stride);
+    const int64_t last_start = extent - 1 - (kernel - 1) * dilation + pad;  // the window of o starts at o*stride-pad
+    const int64_t hi = last_start < 0 ? lo : std::clamp(last_start / stride + 1, lo, out_size);
+    return {out_size, stride, pad, lo, hi};
+  }
+  template <typename T>
+  static void add(int64_t index, T value, T* acc) {
+    if (index >= 0) acc[index] += value;
+  }
+  const uint8_t* taps_;
+  int64_t H_, W_;
+  Axis rows_, cols_;
+  std::array<int64_t, Pool2dProblem::kMaxByteTaps> tap_row_, tap_col_, tap_offset_;
+};
 
 // Copies a finished block to its place in the output with non-temporal stores (x86: SSE2, the
 // baseline): the output is not read again here, so its cache lines need not be fetched first (a plain
@@ -331,8 +474,8 @@ constexpr int64_t kStageBytes = 256 * 1024;
 // v2 (grad_input larger than the stream threshold): the same scatter into a cache-resident buffer,
 // streamed out once per plane: grad_input is written exactly once, without being read, instead of
 // zeroed (read + write) and then updated in place.
-template <typename T>
-void bprop_nchw(const Pool2dProblem& p, const T* dy, const int64_t* indices, T* dx) {
+template <typename T, typename Argmax>
+void bprop_nchw(const Pool2dProblem& p, const T* dy, const Argmax& argmax, T* dx) {
   const int64_t HW = p.H * p.W, PQ = p.P * p.Q;
   const bool staged = HW * static_cast<int64_t>(sizeof(T)) <= kStageBytes &&
                       p.N * p.C * HW * static_cast<int64_t>(sizeof(T)) > kStreamBytes;
@@ -342,12 +485,8 @@ void bprop_nchw(const Pool2dProblem& p, const T* dy, const int64_t* indices, T* 
       T* dxp = dx + plane * HW;
       T* acc = staged ? stage.data() : dxp;
       const T* dyp = dy + plane * PQ;
-      const int64_t* ip = indices + plane * PQ;
       std::fill(acc, acc + HW, T(0));
-      for (int64_t j = 0; j < PQ; ++j) {
-        const int64_t index = ip[j];
-        if (inside_plane(index, HW)) acc[index] += dyp[j];
-      }
+      argmax.scatter_plane(plane, dyp, acc, PQ);
       if (staged) stream_copy(dxp, acc, HW * sizeof(T));
     }
     stream_fence();
@@ -356,8 +495,8 @@ void bprop_nchw(const Pool2dProblem& p, const T* dy, const int64_t* indices, T* 
 
 // Parallel over (image, channel block): a block of channels of one image is one thread's, scattered into
 // in output order; blocks split the channels only when there are too few images to feed the threads.
-template <typename T>
-void bprop_channels_last(const Pool2dProblem& p, const T* dy, const int64_t* indices, T* dx) {
+template <typename T, typename Argmax>
+void bprop_channels_last(const Pool2dProblem& p, const T* dy, const Argmax& argmax, T* dx) {
   const int64_t C = p.C, HW = p.H * p.W, PQ = p.P * p.Q;
   const int64_t threads = at::get_num_threads();
   int64_t blocks = std::max<int64_t>(1, (4 * threads + p.N - 1) / p.N);
@@ -370,16 +509,18 @@ void bprop_channels_last(const Pool2dProblem& p, const T* dy, const int64_t* ind
       const int64_t n = item / blocks, c0 = item % blocks * block, c1 = std::min(C, c0 + block);
       T* dx_image = dx + n * HW * C;
       const T* dy_image = dy + n * PQ * C;
-      const int64_t* i_image = indices + n * PQ * C;
       for (int64_t pixel = 0; pixel < HW; ++pixel) {
         std::fill(dx_image + pixel * C + c0, dx_image + pixel * C + c1, T(0));
       }
-      for (int64_t j = 0; j < PQ; ++j) {
-        const T* dyv = dy_image + j * C;
-        const int64_t* iv = i_image + j * C;
-        for (int64_t c = c0; c < c1; ++c) {
-          const int64_t index = iv[c];
-          if (inside_plane(index, HW)) dx_image[index * C + c] += dyv[c];
+      for (int64_t out_h = 0, j = 0; out_h < p.P; ++out_h) {
+        for (int64_t out_w = 0; out_w < p.Q; ++out_w, ++j) {
+          const T* dyv = dy_image + j * C;
+          const int64_t base = (n * PQ + j) * C;
+          const auto window = argmax.window(out_h, out_w);
+          for (int64_t c = c0; c < c1; ++c) {
+            const int64_t index = window.position(base + c);
+            if (index >= 0) dx_image[index * C + c] += dyv[c];
+          }
         }
       }
     }
@@ -390,14 +531,18 @@ void bprop_channels_last(const Pool2dProblem& p, const T* dy, const int64_t* ind
 
 bool is_channels_last(at::MemoryFormat format) { return format == at::MemoryFormat::ChannelsLast; }
 
-std::tuple<at::Tensor, at::Tensor> max_pool2d_fprop(const at::Tensor& input, at::IntArrayRef kernel_size,
-                                                    at::IntArrayRef stride, at::IntArrayRef padding,
-                                                    at::IntArrayRef dilation, bool ceil_mode) {
-  check_pool2d_input("max_pool2d", input);
+// The forward in either argmax form: int64 flat indices (max_pool2d_fprop) or uint8 tap numbers.
+template <typename Index>
+std::tuple<at::Tensor, at::Tensor> fprop_op(const char* op, const at::Tensor& input, at::IntArrayRef kernel_size,
+                                            at::IntArrayRef stride, at::IntArrayRef padding,
+                                            at::IntArrayRef dilation, bool ceil_mode) {
+  check_pool2d_input(op, input);
   const Pool2dProblem p = make_pool2d_problem(input.sizes(), kernel_size, stride, padding, dilation, ceil_mode);
+  if constexpr (kTapsForm<Index>) check_taps_fit_byte(op, p);
   const at::MemoryFormat format = input.suggest_memory_format();
   at::Tensor output = new_output({p.N, p.C, p.P, p.Q}, input.options(), format);
-  at::Tensor indices = new_output({p.N, p.C, p.P, p.Q}, input.options().dtype(at::kLong), format);
+  at::Tensor indices = new_output({p.N, p.C, p.P, p.Q}, input.options().dtype(c10::CppTypeToScalarType<Index>()),
+                                  format);
   if (p.N == 0) return {output, indices};
   advise_huge_pages(output);
   advise_huge_pages(indices);
@@ -406,53 +551,84 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_fprop(const at::Tensor& input, at:
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "max_pool2d", [&] {
     const scalar_t* xd = x.const_data_ptr<scalar_t>();
     scalar_t* yd = output.mutable_data_ptr<scalar_t>();
-    int64_t* id = indices.mutable_data_ptr<int64_t>();
+    Index* id = indices.mutable_data_ptr<Index>();
     if (is_channels_last(format)) {
-      unit_dilation ? fprop_channels_last<scalar_t, true>(p, xd, yd, id)
-                    : fprop_channels_last<scalar_t, false>(p, xd, yd, id);
+      unit_dilation ? fprop_channels_last<scalar_t, Index, true>(p, xd, yd, id)
+                    : fprop_channels_last<scalar_t, Index, false>(p, xd, yd, id);
     } else {
-      unit_dilation ? fprop_nchw<scalar_t, true>(p, xd, yd, id) : fprop_nchw<scalar_t, false>(p, xd, yd, id);
+      unit_dilation ? fprop_nchw<scalar_t, Index, true>(p, xd, yd, id)
+                    : fprop_nchw<scalar_t, Index, false>(p, xd, yd, id);
     }
   });
   return {output, indices};
 }
 
-at::Tensor max_pool2d_bprop(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& indices,
-                            at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
-                            at::IntArrayRef dilation, bool ceil_mode) {
-  check_pool2d_input("max_pool2d backward", input);
-  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(),
-              "max_pool2d backward: expected grad_output of the input's dtype ", input.scalar_type(),
-              ", but got grad_output of dtype ", grad_output.scalar_type());
-  TORCH_CHECK(indices.scalar_type() == at::kLong, "max_pool2d backward: expected indices of dtype Long, but got ",
-              indices.scalar_type());
-  TORCH_CHECK(grad_output.device() == input.device() && indices.device() == input.device(),
-              "max_pool2d backward: expected grad_output, input and indices on one device, but got ",
-              grad_output.device(), ", ", input.device(), " and ", indices.device());
+// The backward from either argmax form; `argmax_name` is the argument's name in the schema.
+template <typename Index>
+at::Tensor bprop_op(const char* op, const char* argmax_name, const at::Tensor& grad_output, const at::Tensor& input,
+                    const at::Tensor& argmax, at::IntArrayRef kernel_size, at::IntArrayRef stride,
+                    at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
+  check_pool2d_input(op, input);
+  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(), op, ": expected grad_output of the input's dtype ",
+              input.scalar_type(), ", but got grad_output of dtype ", grad_output.scalar_type());
+  const at::ScalarType argmax_dtype = c10::CppTypeToScalarType<Index>();
+  TORCH_CHECK(argmax.scalar_type() == argmax_dtype, op, ": expected ", argmax_name, " of dtype ", argmax_dtype,
+              ", but got ", argmax.scalar_type());
+  TORCH_CHECK(grad_output.device() == input.device() && argmax.device() == input.device(), op,
+              ": expected grad_output, input and ", argmax_name, " on one device, but got ", grad_output.device(),
+              ", ", input.device(), " and ", argmax.device());
   const Pool2dProblem p = make_pool2d_problem(input.sizes(), kernel_size, stride, padding, dilation, ceil_mode);
+  if constexpr (kTapsForm<Index>) check_taps_fit_byte(op, p);
   const int64_t out_size_data[4] = {p.N, p.C, p.P, p.Q};
   const at::IntArrayRef out_size(out_size_data);
-  TORCH_CHECK(grad_output.sizes() == out_size, "max_pool2d backward: expected grad_output of size ",
-              out_size, ", but got ", grad_output.sizes());
-  TORCH_CHECK(indices.sizes() == out_size, "max_pool2d backward: expected indices of size ",
-              out_size, ", but got ", indices.sizes());
+  TORCH_CHECK(grad_output.sizes() == out_size, op, ": expected grad_output of size ", out_size, ", but got ",
+              grad_output.sizes());
+  TORCH_CHECK(argmax.sizes() == out_size, op, ": expected ", argmax_name, " of size ", out_size, ", but got ",
+              argmax.sizes());
   const at::MemoryFormat format = input.suggest_memory_format();
   at::Tensor grad_input = new_output({p.N, p.C, p.H, p.W}, grad_output.options(), format);
   if (p.N == 0) return grad_input;
   advise_huge_pages(grad_input);
   const at::Tensor dy = grad_output.contiguous(format);
-  const at::Tensor ind = indices.contiguous(format);
+  const at::Tensor am = argmax.contiguous(format);
+  using Argmax = std::conditional_t<kTapsForm<Index>, TapArgmax, FlatArgmax>;
+  const Argmax reader(p, am.const_data_ptr<Index>());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, grad_output.scalar_type(), "max_pool2d_backward", [&] {
     const scalar_t* dyd = dy.const_data_ptr<scalar_t>();
-    const int64_t* id = ind.const_data_ptr<int64_t>();
     scalar_t* dxd = grad_input.mutable_data_ptr<scalar_t>();
     if (is_channels_last(format)) {
-      bprop_channels_last<scalar_t>(p, dyd, id, dxd);
+      bprop_channels_last<scalar_t>(p, dyd, reader, dxd);
     } else {
-      bprop_nchw<scalar_t>(p, dyd, id, dxd);
+      bprop_nchw<scalar_t>(p, dyd, reader, dxd);
     }
   });
   return grad_input;
+}
+
+std::tuple<at::Tensor, at::Tensor> max_pool2d_fprop(const at::Tensor& input, at::IntArrayRef kernel_size,
+                                                    at::IntArrayRef stride, at::IntArrayRef padding,
+                                                    at::IntArrayRef dilation, bool ceil_mode) {
+  return fprop_op<int64_t>("max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode);
+}
+
+std::tuple<at::Tensor, at::Tensor> max_pool2d_fprop_taps(const at::Tensor& input, at::IntArrayRef kernel_size,
+                                                         at::IntArrayRef stride, at::IntArrayRef padding,
+                                                         at::IntArrayRef dilation, bool ceil_mode) {
+  return fprop_op<uint8_t>("max_pool2d", input, kernel_size, stride, padding, dilation, ceil_mode);
+}
+
+at::Tensor max_pool2d_bprop(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& indices,
+                            at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                            at::IntArrayRef dilation, bool ceil_mode) {
+  return bprop_op<int64_t>("max_pool2d backward", "indices", grad_output, input, indices, kernel_size, stride,
+                           padding, dilation, ceil_mode);
+}
+
+at::Tensor max_pool2d_bprop_taps(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& taps,
+                                 at::IntArrayRef kernel_size, at::IntArrayRef stride, at::IntArrayRef padding,
+                                 at::IntArrayRef dilation, bool ceil_mode) {
+  return bprop_op<uint8_t>("max_pool2d backward", "taps", grad_output, input, taps, kernel_size, stride, padding,
+                           dilation, ceil_mode);
 }
 
 }  // namespace
@@ -460,6 +636,8 @@ at::Tensor max_pool2d_bprop(const at::Tensor& grad_output, const at::Tensor& inp
 TORCH_LIBRARY_IMPL(fastconv, CPU, m) {
   m.impl("max_pool2d_fprop", &max_pool2d_fprop);
   m.impl("_max_pool2d_bprop", &max_pool2d_bprop);
+  m.impl("_max_pool2d_fprop_taps", &max_pool2d_fprop_taps);
+  m.impl("_max_pool2d_bprop_taps", &max_pool2d_bprop_taps);
 }
 
 }  // namespace fastconv::cpu

@@ -10,6 +10,14 @@
 #include "max_pool2d_avx2.h"
 
 #include <algorithm>
+#include <type_traits>
+
+// The two argmax forms every kernel entry point is built for: flat indices and tap numbers.
+#define FASTCONV_POOL_AVX2_INSTANTIATE(Index)                                                                 \
+  template void fprop_nchw_row<Index>(const float*, int64_t, Taps, int64_t, int64_t, int64_t, int64_t, int64_t, \
+                                      int64_t, float*, Index*);                                               \
+  template void fprop_channels_last_row<Index>(const float*, int64_t, int64_t, Taps, const Taps*, int64_t,     \
+                                               int64_t, int64_t, ArgmaxSteps, int64_t, float*, Index*, bool);
 
 // FASTCONV_POOL_NO_AVX2 (or the GEMM's FASTCONV_GEMM_NO_AVX2) builds the non-x86 variant anywhere, to
 // test that it compiles and that the scalar kernels take over.
@@ -50,27 +58,47 @@ FC_AVX2_INLINE void stream_indices(int64_t* out, __m256i id) {
   _mm256_stream_si256(reinterpret_cast<__m256i*>(out + 4), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(id, 1)));
 }
 
+// Tap numbers (0..255) narrowed to 8 bytes. Never streamed: an eighth of the int64 indices' lines.
+FC_AVX2_INLINE void store_taps(uint8_t* out, __m256i id) {
+  const __m128i words = _mm_packus_epi32(_mm256_castsi256_si128(id), _mm256_extracti128_si256(id, 1));
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(out), _mm_packus_epi16(words, words));
+}
+
+template <bool kStream>
+FC_AVX2_INLINE void store_argmax(int64_t* out, __m256i id) {
+  if constexpr (kStream) {
+    stream_indices(out, id);
+  } else {
+    store_indices(out, id);
+  }
+}
+template <bool kStream>
+FC_AVX2_INLINE void store_argmax(uint8_t* out, __m256i id) {
+  store_taps(out, id);
+}
+
 // ------------------------------------------------------------------------------------ NCHW forward
 // v2 (v1 is the scalar loop in max_pool2d.cpp): 8 output columns at once. Stride 1 loads each tap's 8
 // columns directly; stride 2 loads 16 consecutive inputs and splits them into even and odd columns with
 // one in-lane shuffle each (two taps per load pair), leaving the lanes in the order 0,1,4,5,2,3,6,7 for
 // every tap alike, so the max and argmax are put back in order once per block, not once per tap. The
-// argmax lanes hold the tap's offset h*W + j (a broadcast); the columns' own offsets are added at the end.
-template <int kStride, int kS>
-FC_AVX2_INLINE void nchw_block(const float* x, int64_t W, int64_t h_first, int64_t h_end, int64_t S_runtime,
-                               int64_t b, float* y, int64_t* ind) {
+// argmax lanes hold the tap's share row + j (a broadcast); flat indices add the columns' own offsets at
+// the end, tap numbers need none (every window here starts at its lane's column).
+template <int kStride, int kS, typename Index>
+FC_AVX2_INLINE void nchw_block(const float* x, int64_t W, Taps r, int64_t row_step, int64_t S_runtime, int64_t b,
+                               float* y, Index* ind) {
   const int64_t S = kS > 0 ? kS : S_runtime;
   __m256 max = _mm256_set1_ps(-__builtin_inff());
-  __m256 id = index_vector(h_first * W);  // the first tap, (h_first, b): every tap here is in bounds
-  for (int64_t h = h_first; h < h_end; ++h) {
+  __m256 id = index_vector(r.index);  // the first tap, (r.first, b): every tap here is in bounds
+  for (int64_t h = r.first, row = r.index; h < r.end; ++h, row += row_step) {
     const float* xr = x + h * W + b;
     if constexpr (kStride == 1) {
-      for (int64_t j = 0; j < S; ++j) take_max(_mm256_loadu_ps(xr + j), index_vector(h * W + j), max, id);
+      for (int64_t j = 0; j < S; ++j) take_max(_mm256_loadu_ps(xr + j), index_vector(row + j), max, id);
     } else {
       for (int64_t j = 0; j < S; j += 2) {
         const __m256 lo = _mm256_loadu_ps(xr + j), hi = _mm256_loadu_ps(xr + j + 8);
-        take_max(_mm256_shuffle_ps(lo, hi, 0x88), index_vector(h * W + j), max, id);
-        if (j + 1 < S) take_max(_mm256_shuffle_ps(lo, hi, 0xDD), index_vector(h * W + j + 1), max, id);
+        take_max(_mm256_shuffle_ps(lo, hi, 0x88), index_vector(row + j), max, id);
+        if (j + 1 < S) take_max(_mm256_shuffle_ps(lo, hi, 0xDD), index_vector(row + j + 1), max, id);
       }
     }
   }
@@ -83,21 +111,23 @@ FC_AVX2_INLINE void nchw_block(const float* x, int64_t W, int64_t h_first, int64
     idi = _mm256_permute4x64_epi64(idi, 0xD8);
     lanes = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
   }
-  idi = _mm256_add_epi32(idi, _mm256_add_epi32(lanes, _mm256_set1_epi32(static_cast<int32_t>(b))));
+  if constexpr (std::is_same_v<Index, int64_t>) {
+    idi = _mm256_add_epi32(idi, _mm256_add_epi32(lanes, _mm256_set1_epi32(static_cast<int32_t>(b))));
+  }
   _mm256_storeu_ps(y, max);
-  store_indices(ind, idi);
+  store_argmax<false>(ind, idi);
 }
 
-template <int kStride, int kS>
-FC_AVX2 void nchw_row(const float* x, int64_t W, int64_t h_first, int64_t h_end, int64_t pad_w, int64_t S,
-                      int64_t q_begin, int64_t q_end, float* y, int64_t* ind) {
+template <int kStride, int kS, typename Index>
+FC_AVX2 void nchw_row(const float* x, int64_t W, Taps r, int64_t row_step, int64_t pad_w, int64_t S,
+                      int64_t q_begin, int64_t q_end, float* y, Index* ind) {
   int64_t q = q_begin;
   for (; q + 8 <= q_end; q += 8) {
-    nchw_block<kStride, kS>(x, W, h_first, h_end, S, q * kStride - pad_w, y + q, ind + q);
+    nchw_block<kStride, kS>(x, W, r, row_step, S, q * kStride - pad_w, y + q, ind + q);
   }
   if (q < q_end) {  // the tail as one block overlapping the last: same values written twice
     q = q_end - 8;
-    nchw_block<kStride, kS>(x, W, h_first, h_end, S, q * kStride - pad_w, y + q, ind + q);
+    nchw_block<kStride, kS>(x, W, r, row_step, S, q * kStride - pad_w, y + q, ind + q);
   }
 }
 
@@ -105,47 +135,46 @@ FC_AVX2 void nchw_row(const float* x, int64_t W, int64_t h_first, int64_t h_end,
 // v2 (v1: 16-channel blocks of 16-byte GCC vectors): 8-float AVX2 lanes over channels, kVecs vectors per
 // pixel (32 channels where there are, so 4 independent compare/blend chains hide their latency), the
 // running max and argmax in registers across the whole window.
-template <int kVecs, bool kStream>
+template <int kVecs, bool kStream, typename Index>
 FC_AVX2_INLINE void cl_block(const float* x, int64_t C, int64_t W, Taps r, Taps s, int64_t dh, int64_t dw,
-                             float* y, int64_t* ind) {
+                             ArgmaxSteps steps, float* y, Index* ind) {
   __m256 max[kVecs], id[kVecs];
-  const __m256 seed = index_vector(r.first * W + s.first);
+  const __m256 seed = index_vector(r.index + s.index);
   for (int v = 0; v < kVecs; ++v) {
     max[v] = _mm256_set1_ps(-__builtin_inff());
     id[v] = seed;
   }
-  for (int64_t h = r.first; h < r.end; h += dh) {
-    for (int64_t w = s.first; w < s.end; w += dw) {
+  for (int64_t h = r.first, row = r.index; h < r.end; h += dh, row += steps.row) {
+    for (int64_t w = s.first, tap = row + s.index; w < s.end; w += dw, tap += steps.col) {
       const float* xv = x + (h * W + w) * C;
-      const __m256 index = index_vector(h * W + w);
+      const __m256 index = index_vector(tap);
       for (int v = 0; v < kVecs; ++v) take_max(_mm256_loadu_ps(xv + 8 * v), index, max[v], id[v]);
     }
   }
   for (int v = 0; v < kVecs; ++v) {
     if constexpr (kStream) {
       stream_values(y + 8 * v, max[v]);
-      stream_indices(ind + 8 * v, _mm256_castps_si256(id[v]));
     } else {
       _mm256_storeu_ps(y + 8 * v, max[v]);
-      store_indices(ind + 8 * v, _mm256_castps_si256(id[v]));
     }
+    store_argmax<kStream>(ind + 8 * v, _mm256_castps_si256(id[v]));
   }
 }
 
-template <bool kStream>
+template <bool kStream, typename Index>
 FC_AVX2 void cl_row(const float* x, int64_t C, int64_t W, Taps r, const Taps* cols, int64_t Q, int64_t dh,
-                    int64_t dw, int64_t c_end, float* y, int64_t* ind) {
+                    int64_t dw, ArgmaxSteps steps, int64_t c_end, float* y, Index* ind) {
   for (int64_t q = 0; q < Q; ++q) {
     const Taps s = cols[q];
     float* yq = y + q * C;
-    int64_t* iq = ind + q * C;
+    Index* iq = ind + q * C;
     int64_t c = 0;
-    for (; c + 32 <= c_end; c += 32) cl_block<4, kStream>(x + c, C, W, r, s, dh, dw, yq + c, iq + c);
+    for (; c + 32 <= c_end; c += 32) cl_block<4, kStream>(x + c, C, W, r, s, dh, dw, steps, yq + c, iq + c);
     if (c + 16 <= c_end) {
-      cl_block<2, kStream>(x + c, C, W, r, s, dh, dw, yq + c, iq + c);
+      cl_block<2, kStream>(x + c, C, W, r, s, dh, dw, steps, yq + c, iq + c);
       c += 16;
     }
-    if (c + 8 <= c_end) cl_block<1, kStream>(x + c, C, W, r, s, dh, dw, yq + c, iq + c);
+    if (c + 8 <= c_end) cl_block<1, kStream>(x + c, C, W, r, s, dh, dw, steps, yq + c, iq + c);
   }
   if constexpr (kStream) _mm_sfence();  // streamed stores are weakly ordered
 }
@@ -172,34 +201,39 @@ bool nchw_columns(int64_t W, int64_t Q, int64_t stride_w, int64_t pad_w, int64_t
   return *end - *begin >= 8;
 }
 
-void fprop_nchw_row(const float* x, int64_t W, int64_t h_first, int64_t h_end, int64_t stride_w,
-                    int64_t pad_w, int64_t S, int64_t q_begin, int64_t q_end, float* y_row, int64_t* i_row) {
+template <typename Index>
+void fprop_nchw_row(const float* x, int64_t W, Taps r, int64_t row_step, int64_t stride_w, int64_t pad_w,
+                    int64_t S, int64_t q_begin, int64_t q_end, float* y_row, Index* i_row) {
   if (stride_w == 1) {
     switch (S) {
-      case 2: return nchw_row<1, 2>(x, W, h_first, h_end, pad_w, S, q_begin, q_end, y_row, i_row);
-      case 3: return nchw_row<1, 3>(x, W, h_first, h_end, pad_w, S, q_begin, q_end, y_row, i_row);
-      default: return nchw_row<1, 0>(x, W, h_first, h_end, pad_w, S, q_begin, q_end, y_row, i_row);
+      case 2: return nchw_row<1, 2>(x, W, r, row_step, pad_w, S, q_begin, q_end, y_row, i_row);
+      case 3: return nchw_row<1, 3>(x, W, r, row_step, pad_w, S, q_begin, q_end, y_row, i_row);
+      default: return nchw_row<1, 0>(x, W, r, row_step, pad_w, S, q_begin, q_end, y_row, i_row);
     }
   }
   switch (S) {
-    case 2: return nchw_row<2, 2>(x, W, h_first, h_end, pad_w, S, q_begin, q_end, y_row, i_row);
-    case 3: return nchw_row<2, 3>(x, W, h_first, h_end, pad_w, S, q_begin, q_end, y_row, i_row);
-    default: return nchw_row<2, 0>(x, W, h_first, h_end, pad_w, S, q_begin, q_end, y_row, i_row);
+    case 2: return nchw_row<2, 2>(x, W, r, row_step, pad_w, S, q_begin, q_end, y_row, i_row);
+    case 3: return nchw_row<2, 3>(x, W, r, row_step, pad_w, S, q_begin, q_end, y_row, i_row);
+    default: return nchw_row<2, 0>(x, W, r, row_step, pad_w, S, q_begin, q_end, y_row, i_row);
   }
 }
 
+template <typename Index>
 void fprop_channels_last_row(const float* x, int64_t C, int64_t W, Taps r, const Taps* cols, int64_t Q,
-                             int64_t dilation_h, int64_t dilation_w, int64_t c_end, float* y_row,
-                             int64_t* i_row, bool stream) {
+                             int64_t dilation_h, int64_t dilation_w, ArgmaxSteps steps, int64_t c_end,
+                             float* y_row, Index* i_row, bool stream) {
   // Streaming needs every vector store aligned: C a multiple of 8 and 32-byte aligned rows.
   stream = stream && C % 8 == 0 && reinterpret_cast<uintptr_t>(y_row) % 32 == 0 &&
-           reinterpret_cast<uintptr_t>(i_row) % 32 == 0;
+           (sizeof(Index) == 1 || reinterpret_cast<uintptr_t>(i_row) % 32 == 0);
   if (stream) {
-    cl_row<true>(x, C, W, r, cols, Q, dilation_h, dilation_w, c_end, y_row, i_row);
+    cl_row<true>(x, C, W, r, cols, Q, dilation_h, dilation_w, steps, c_end, y_row, i_row);
   } else {
-    cl_row<false>(x, C, W, r, cols, Q, dilation_h, dilation_w, c_end, y_row, i_row);
+    cl_row<false>(x, C, W, r, cols, Q, dilation_h, dilation_w, steps, c_end, y_row, i_row);
   }
 }
+
+FASTCONV_POOL_AVX2_INSTANTIATE(int64_t)
+FASTCONV_POOL_AVX2_INSTANTIATE(uint8_t)
 
 }  // namespace fastconv::cpu::pool_avx2
 
@@ -209,10 +243,14 @@ namespace fastconv::cpu::pool_avx2 {
 
 bool available() { return false; }
 bool nchw_columns(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t*, int64_t*) { return false; }
-void fprop_nchw_row(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float*,
-                    int64_t*) {}
+template <typename Index>
+void fprop_nchw_row(const float*, int64_t, Taps, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float*,
+                    Index*) {}
+template <typename Index>
 void fprop_channels_last_row(const float*, int64_t, int64_t, Taps, const Taps*, int64_t, int64_t, int64_t,
-                             int64_t, float*, int64_t*, bool) {}
+                             ArgmaxSteps, int64_t, float*, Index*, bool) {}
+FASTCONV_POOL_AVX2_INSTANTIATE(int64_t)
+FASTCONV_POOL_AVX2_INSTANTIATE(uint8_t)
 
 }  // namespace fastconv::cpu::pool_avx2
 

@@ -10,8 +10,17 @@ namespace fastconv::cpu::pool_avx2 {
 
 // One axis of one window: `first` is the first in-bounds tap (PyTorch's index seed; it can lie past the
 // input when every tap of a dilated window falls in the padding), taps run first, first + d, ... < end.
+// `index` is that first tap's share of the recorded argmax, which is the sum of a row share and a column
+// share, each stepping by a fixed amount per tap (ArgmaxSteps): PyTorch's flat index h * W + w, or the
+// tap number r * S + s of the taps form (Pool2dProblem::tap_row/tap_col).
 struct Taps {
   int64_t first, end;
+  int64_t index;
+};
+
+// How the argmax share grows from one tap to the next along a window's rows and columns.
+struct ArgmaxSteps {
+  int64_t row, col;
 };
 
 // Whether this build has the AVX2 kernels (x86); the caller also asks cpu_has_avx2_fma().
@@ -22,17 +31,20 @@ bool available();
 // false when there are fewer than 8 of them (or the stride is not handled): the row is then all scalar.
 bool nchw_columns(int64_t W, int64_t Q, int64_t stride_w, int64_t pad_w, int64_t S, int64_t* begin,
                   int64_t* end);
-// Outputs [q_begin, q_end) of one output row whose window rows are [h_first, h_end) of the plane x
-// (H*W < 2^31: indices run in int32 lanes and are widened on the store).
-void fprop_nchw_row(const float* x, int64_t W, int64_t h_first, int64_t h_end, int64_t stride_w,
-                    int64_t pad_w, int64_t S, int64_t q_begin, int64_t q_end, float* y_row, int64_t* i_row);
+// Outputs [q_begin, q_end) of one output row whose window rows are r of the plane x (H*W < 2^31:
+// indices run in int32 lanes and are widened on the store). Index int64_t: flat indices (row_step W);
+// uint8_t: tap numbers (row_step S; these windows lie inside the row, so a column's tap is its offset).
+template <typename Index>
+void fprop_nchw_row(const float* x, int64_t W, Taps r, int64_t row_step, int64_t stride_w, int64_t pad_w,
+                    int64_t S, int64_t q_begin, int64_t q_end, float* y_row, Index* i_row);
 
 // channels_last forward, one output row: channels [0, c_end) (c_end a multiple of 8) of every output
 // pixel of the row; x is the image (H, W, C), cols the Q column windows. H*W < 2^31 with room for
-// the past-the-plane seed of a window wholly in the padding. stream: write y and indices with
+// the past-the-plane seed of a window wholly in the padding. stream: write y (and int64 indices) with
 // non-temporal stores where they are aligned for it (large outputs).
+template <typename Index>
 void fprop_channels_last_row(const float* x, int64_t C, int64_t W, Taps r, const Taps* cols, int64_t Q,
-                             int64_t dilation_h, int64_t dilation_w, int64_t c_end, float* y_row,
-                             int64_t* i_row, bool stream);
+                             int64_t dilation_h, int64_t dilation_w, ArgmaxSteps steps, int64_t c_end,
+                             float* y_row, Index* i_row, bool stream);
 
 }  // namespace fastconv::cpu::pool_avx2
