@@ -33,7 +33,8 @@ Pool2dProblem make_pool2d_problem(c10::IntArrayRef input_size, c10::IntArrayRef 
 void check_pool2d_input(const char* op, const at::Tensor& input);
 
 // Every kernel output is allocated here: when poisoning is on (tests), floating outputs are filled
-// with NaN and integer outputs with INT64_MIN, so an element a kernel forgot to write shows up.
+// with NaN, uint8 outputs with 255 and other integer outputs with INT64_MIN, so an element a kernel forgot
+// to write shows up.
 at::Tensor new_output(c10::IntArrayRef sizes, const at::TensorOptions& options,
                       at::MemoryFormat memory_format = at::MemoryFormat::Contiguous);
 void set_poison_outputs(bool enabled);
