@@ -239,7 +239,8 @@ at::Tensor new_output(c10::IntArrayRef sizes, const at::TensorOptions& options, 
     if (at::isFloatingType(out.scalar_type())) {
       out.fill_(std::numeric_limits<double>::quiet_NaN());
     } else if (out.scalar_type() == at::kByte) {
-      out.fill_(255);  // max_pool2d's taps: beyond any window of fewer than 256 taps
+      // uint8 taps: INT64_MIN does not convert; 255 is no tap of any window under 256 taps.
+      out.fill_(std::numeric_limits<uint8_t>::max());
     } else {
       out.fill_(std::numeric_limits<int64_t>::min());
     }

@@ -324,6 +324,176 @@ def test_emulated_rejects_cuda_tensors_and_cuda_ops_reject_cpu():
                                                          [0, 0], [1, 1], False)
 
 
+# ------------------------------------------------------------------------------------------------ taps pair
+# _max_pool2d_fprop_taps / _max_pool2d_bprop_taps: max_pool2d_fprop / _max_pool2d_bprop with the argmax as its
+# uint8 tap number t = r * S + s in the window. Oracles: the backend's own int64 pair (itself checked against
+# torch above) and torch; taps are turned into positions here by their definition, not by the product code.
+TAPS_DTYPES = [torch.float32, torch.float64, torch.float16]
+
+
+def tap_positions(taps, kernel, stride, padding, dilation):
+    """Input coordinates (h, w) of each recorded tap: h = p*sh - ph + (t // S)*dh, w = q*sw - pw + (t % S)*dw."""
+    t = taps.cpu().numpy().astype(np.int64)
+    P, Q = t.shape[-2:]
+    p, q = np.arange(P)[:, None], np.arange(Q)[None, :]
+    h = p * stride[0] - padding[0] + (t // kernel[1]) * dilation[0]
+    w = q * stride[1] - padding[1] + (t % kernel[1]) * dilation[1]
+    return h, w
+
+
+def check_taps_pair(backend, x, kernel, stride, padding, dilation, ceil_mode, seed=0):
+    """The taps pair against the int64 pair on 4-D x: same values, taps naming the same elements (tap 0 for a
+    window wholly in the padding), same layout, and a bitwise-identical backward. Returns (y, taps)."""
+    args = (list(kernel), list(stride), list(padding), list(dilation), ceil_mode)
+    y, taps = backend.ops._max_pool2d_fprop_taps(x, *args)
+    y_i, idx = backend.ops.max_pool2d_fprop(x, *args)
+    assert y.device == taps.device == x.device
+    assert_identical(y, y_i)
+    assert taps.dtype == torch.uint8 and taps.shape == idx.shape
+    assert taps.stride() == idx.stride()  # the indices' memory format
+    y_t, idx_t = F.max_pool2d(x.cpu(), kernel, stride, padding, dilation, ceil_mode, return_indices=True)
+    assert_identical(y, y_t)
+    assert_identical(idx, idx_t)
+
+    H, W = x.shape[-2:]
+    P, Q = y.shape[-2:]
+    t = taps.cpu().numpy()
+    assert (t < kernel[0] * kernel[1]).all()
+    h, w = tap_positions(taps, kernel, stride, padding, dilation)
+    inside = (0 <= h) & (h < H) & (0 <= w) & (w < W)
+    dead = np.broadcast_to(all_padding_mask(x.shape, P, Q, kernel, stride, padding, dilation), t.shape)
+    np.testing.assert_array_equal(inside, ~dead)
+    assert (t[dead] == 0).all()
+    np.testing.assert_array_equal(np.where(inside, h * W + w, -1), np.where(inside, idx.cpu().numpy(), -1))
+
+    g = torch.Generator().manual_seed(seed)
+    dy = (torch.randint(-8, 8, y.shape, generator=g).double() / 8).to(x.dtype).to(x.device)
+    dx = backend.ops._max_pool2d_bprop_taps(dy, x, taps, *args)
+    dx_i = backend.ops._max_pool2d_bprop(dy, x, idx, *args)
+    assert_identical(dx, dx_i)
+    assert dx.stride() == dx_i.stride()
+    return y, taps
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", TAPS_DTYPES)
+@settings(max_examples=60, **HYPOTHESIS)
+@given(p=pool_problems())
+def test_taps_pair_matches_indices(backend, dtype, p):
+    x = make_input(p["x"], p["layout"], backend.device, dtype)
+    if p["layout"] == "unbatched":
+        x = x.contiguous().unsqueeze(0)
+    stride = p["kernel"] if p["stride"] is None else p["stride"]
+    check_taps_pair(backend, x, p["kernel"], stride, p["padding"], p["dilation"], p["ceil_mode"], p["dy_seed"])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", TAPS_DTYPES)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "noncontiguous"])
+def test_taps_pair_dtypes_and_layouts(backend, dtype, layout):
+    g = torch.Generator().manual_seed(5)
+    x64 = torch.randint(-20, 20, (2, 3, 9, 8), generator=g).double() / 4  # exact in every dtype, with ties
+    x64[0, 0, 1, 1] = NAN
+    x = make_input(x64.numpy(), layout, backend.device, dtype)
+    for kernel, stride, padding, dilation, ceil_mode in [((3, 3), (2, 2), (1, 1), (1, 1), False),
+                                                         ((3, 2), (2, 1), (1, 1), (2, 1), True),
+                                                         ((2, 3), (1, 2), (1, 0), (3, 2), True)]:
+        y, _ = check_taps_pair(backend, x, kernel, stride, padding, dilation, ceil_mode)
+        assert y.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("row, value, index", ROW_CASES, ids=[row_id(c) for c in ROW_CASES])
+@pytest.mark.parametrize("dtype", TAPS_DTYPES)
+def test_taps_nan_inf_and_tie_rules(backend, row, value, index, dtype):
+    for layout in ("contiguous", "channels_last"):
+        # One (1, len(row)) window: its tap number is the index into the row.
+        x = make_input(np.array([[[row], [row]]], dtype=np.float64), layout, backend.device, dtype)
+        y, taps = check_taps_pair(backend, x, (1, len(row)), (1, 1), (0, 0), (1, 1), False)
+        assert torch.equal(taps.cpu(), torch.full((1, 2, 1, 1), index, dtype=torch.uint8))
+        assert_identical(y.cpu(), torch.tensor(value, dtype=dtype).expand(1, 2, 1, 1))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", PLANE_CASES, ids=lambda c: c.name)
+def test_taps_nan_scan_order_overlap_and_padding(backend, case):
+    # case.args is (kernel_size[, stride[, padding]]), each an int.
+    kernel = (case.args[0],) * 2
+    stride = (case.args[1],) * 2 if len(case.args) > 1 else kernel
+    padding = (case.args[2],) * 2 if len(case.args) > 2 else (0, 0)
+    for layout in ("contiguous", "channels_last"):
+        x = make_input(np.array([[case.plane, case.plane]], dtype=np.float64), layout, backend.device)
+        y, taps = check_taps_pair(backend, x, kernel, stride, padding, (1, 1), False)
+        h, w = tap_positions(taps, kernel, stride, padding, (1, 1))
+        assert (h * x.shape[-1] + w).tolist() == [[case.indices] * 2]
+        assert_identical(y.cpu(), torch.tensor([[case.values] * 2], dtype=y.dtype))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_taps_all_padding_window(backend):
+    # As test_all_padding_window: dilated windows with every tap in the padding record tap 0 (outside the
+    # input too) and send their gradient nowhere; in the last case tap 0's window straddles a real pixel.
+    for shape, kernel, padding, dilation in [((3, 3), (2, 2), (1, 1), (4, 4)), ((3, 3), (1, 2), (0, 1), (1, 4)),
+                                             ((3, 3), (2, 2), (0, 1), (1, 4))]:
+        for layout in ("contiguous", "channels_last"):
+            x = make_input(np.random.default_rng(0).standard_normal((1, 2, *shape)), layout, backend.device,
+                           torch.float64)
+            y, taps = check_taps_pair(backend, x, kernel, (1, 1), padding, dilation, False)
+            assert torch.isneginf(y).all()
+            assert (taps == 0).all()
+            dx = backend.ops._max_pool2d_bprop_taps(torch.ones_like(y), x, taps, list(kernel), [1, 1],
+                                                    list(padding), list(dilation), False)
+            assert torch.equal(dx.cpu(), torch.zeros(x.shape, dtype=x.dtype))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_taps_largest_window(backend):
+    # 16 x 16 = 256 taps, the most a byte can number: the maximum at the last tap is tap 255.
+    x = torch.zeros(1, 2, 16, 16, device=backend.device)
+    x[0, 0, 15, 15] = 1
+    x[0, 1, 15, 14] = 1
+    y, taps = check_taps_pair(backend, x, (16, 16), (16, 16), (0, 0), (1, 1), False)
+    assert taps.flatten().tolist() == [255, 254]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_taps_errors(backend):
+    x = torch.randn(1, 2, 17, 17, device=backend.device)
+    args = ([2, 2], [2, 2], [0, 0], [1, 1], False)
+    y, taps = backend.ops._max_pool2d_fprop_taps(x, *args)
+    _, idx = backend.ops.max_pool2d_fprop(x, *args)
+    with pytest.raises(RuntimeError, match="uint8 taps"):
+        backend.ops._max_pool2d_bprop_taps(y, x, idx, *args)
+    with pytest.raises(RuntimeError, match="expected grad_output and taps of size"):
+        backend.ops._max_pool2d_bprop_taps(y, x, taps[:, :1], *args)
+    with pytest.raises(RuntimeError, match="dtype"):
+        backend.ops._max_pool2d_bprop_taps(y.double(), x, taps, *args)
+    with pytest.raises(RuntimeError, match="floating point"):
+        backend.ops._max_pool2d_fprop_taps(x.long(), *args)
+    big = ([17, 17], [1, 1], [0, 0], [1, 1], False)
+    with pytest.raises(RuntimeError, match=r"kernel_size.*\[17, 17\]"):
+        backend.ops._max_pool2d_fprop_taps(x, *big)
+    with pytest.raises(RuntimeError, match="kernel_size"):
+        backend.ops._max_pool2d_bprop_taps(torch.zeros(1, 2, 1, 1, device=backend.device), x,
+                                           torch.zeros(1, 2, 1, 1, dtype=torch.uint8, device=backend.device), *big)
+
+
+def has_taps_fakes(ops):
+    # The taps pair's fake (meta) kernels live in fastconv/ops.py; opcheck cannot run before they are there.
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"{ops.name}::_max_pool2d_fprop_taps", "Meta")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_taps_opcheck(backend):
+    if not has_taps_fakes(backend.ops):
+        pytest.skip("no fake kernel for the taps pair registered (fastconv/ops.py)")
+    for args in opcheck_samples(backend.device):
+        torch.library.opcheck(backend.ops._max_pool2d_fprop_taps.default, args)
+        y, taps = backend.ops._max_pool2d_fprop_taps(*[a.detach() if torch.is_tensor(a) else a for a in args])
+        dy = torch.randn_like(y).requires_grad_(args[0].requires_grad)
+        torch.library.opcheck(backend.ops._max_pool2d_bprop_taps.default, (dy, args[0].detach(), taps, *args[1:]))
+
+
 # ------------------------------------------------------------------------------------------------ CPU vs CUDA
 @pytest.mark.needs_cuda
 @pytest.mark.parametrize("dtype", DTYPES)

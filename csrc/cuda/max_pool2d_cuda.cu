@@ -1,7 +1,7 @@
-// Registers the max_pool2d CUDA kernels (csrc/cuda/max_pool2d.cuh) as torch.ops.fastconv.max_pool2d_fprop
-// and _max_pool2d_bprop for CUDA tensors. Only what is CUDA-specific lives here: the device check, the
-// device guard, the current stream (never the default one: CUDA graphs) and the launch check; the rest is
-// the shared host code in max_pool2d_host.h.
+// Registers the max_pool2d CUDA kernels (csrc/cuda/max_pool2d.cuh) as torch.ops.fastconv.max_pool2d_fprop,
+// _max_pool2d_bprop and the taps pair _max_pool2d_fprop_taps / _max_pool2d_bprop_taps for CUDA tensors.
+// Only what is CUDA-specific lives here: the device check, the device guard, the current stream (never the
+// default one: CUDA graphs) and the launch check; the rest is the shared host code in max_pool2d_host.h.
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -24,23 +24,9 @@ struct CudaBackend {
   static void check_launch() { C10_CUDA_KERNEL_LAUNCH_CHECK(); }
 };
 
-std::tuple<at::Tensor, at::Tensor> max_pool2d_fprop_cuda(const at::Tensor& input, c10::IntArrayRef kernel_size,
-                                                         c10::IntArrayRef stride, c10::IntArrayRef padding,
-                                                         c10::IntArrayRef dilation, bool ceil_mode) {
-  return max_pool2d_fprop_host<CudaBackend>(input, kernel_size, stride, padding, dilation, ceil_mode);
-}
-
-at::Tensor max_pool2d_bprop_cuda(const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& indices,
-                                 c10::IntArrayRef kernel_size, c10::IntArrayRef stride, c10::IntArrayRef padding,
-                                 c10::IntArrayRef dilation, bool ceil_mode) {
-  return max_pool2d_bprop_host<CudaBackend>(grad_output, input, indices, kernel_size, stride, padding, dilation,
-                                            ceil_mode);
-}
-
 }  // namespace
 }  // namespace fastconv::FASTCONV_KERNEL_NAMESPACE
 
 TORCH_LIBRARY_IMPL(fastconv, CUDA, m) {
-  m.impl("max_pool2d_fprop", &fastconv::FASTCONV_KERNEL_NAMESPACE::max_pool2d_fprop_cuda);
-  m.impl("_max_pool2d_bprop", &fastconv::FASTCONV_KERNEL_NAMESPACE::max_pool2d_bprop_cuda);
+  fastconv::FASTCONV_KERNEL_NAMESPACE::register_max_pool2d<fastconv::FASTCONV_KERNEL_NAMESPACE::CudaBackend>(m);
 }

@@ -10,11 +10,12 @@
 //     static void check_launch();
 //   };
 // Everything else — argument checks, the problem, layouts, allocation, dtype dispatch, the empty early
-// return, choosing 32- or 64-bit indexing, the launch — is here.
+// return, choosing 32- or 64-bit indexing, the launch, the registration of the four ops — is here.
 #pragma once
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <tuple>
@@ -40,22 +41,49 @@ inline at::MemoryFormat pool_memory_format(const at::Tensor& input) {
                                                                            : at::MemoryFormat::Contiguous;
 }
 
-template <typename Backend>
+// What the host says about each form of the argmax: the ops' names, the argument's name and dtype, and the
+// check that the window's taps fit the form.
+template <typename Argmax>
+struct PoolArgmaxOps;
+
+template <>
+struct PoolArgmaxOps<FlatIndexArgmax> {
+  static constexpr const char* fprop = "max_pool2d_fprop";
+  static constexpr const char* bprop = "_max_pool2d_bprop";
+  static constexpr const char* name = "indices";
+  static constexpr const char* dtype_name = "int64";
+  static void check_problem(const char*, const Pool2dProblem&) {}
+};
+
+template <>
+struct PoolArgmaxOps<TapArgmax> {
+  static constexpr const char* fprop = "_max_pool2d_fprop_taps";
+  static constexpr const char* bprop = "_max_pool2d_bprop_taps";
+  static constexpr const char* name = "taps";
+  static constexpr const char* dtype_name = "uint8";
+  static void check_problem(const char* op, const Pool2dProblem& p) { check_taps_fit_byte(op, p); }
+};
+
+template <typename Backend, typename Argmax>
 std::tuple<at::Tensor, at::Tensor> max_pool2d_fprop_host(const at::Tensor& input_, c10::IntArrayRef kernel_size,
                                                          c10::IntArrayRef stride, c10::IntArrayRef padding,
                                                          c10::IntArrayRef dilation, bool ceil_mode) {
-  constexpr const char* op = "max_pool2d_fprop";
+  using Ops = PoolArgmaxOps<Argmax>;
+  constexpr const char* op = Ops::fprop;
   check_pool2d_input(op, input_);
   Backend::check_device(op, input_);
   const Pool2dProblem p = make_pool2d_problem(input_.sizes(), kernel_size, stride, padding, dilation, ceil_mode);
+  Ops::check_problem(op, p);
   typename Backend::Guard guard(input_);
 
   const at::MemoryFormat format = pool_memory_format(input_);
   const at::Tensor input = input_.contiguous(format);
+  using argmax_t = typename Argmax::type;
   at::Tensor output = new_output({p.N, p.C, p.P, p.Q}, input.options(), format);
-  at::Tensor indices = new_output({p.N, p.C, p.P, p.Q}, input.options().dtype(at::kLong), format);
+  at::Tensor argmax = new_output({p.N, p.C, p.P, p.Q},
+                                 input.options().dtype(c10::CppTypeToScalarType<argmax_t>::value), format);
   const int64_t total = output.numel();
-  if (total == 0) return {output, indices};
+  if (total == 0) return {output, argmax};
 
   const dim3 grid = pool_grid(total);
   const bool use_int32 = pool2d_fits_int32(p, static_cast<int64_t>(grid.x) * kPoolThreadsPerBlock);
@@ -63,48 +91,54 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_fprop_host(const at::Tensor& input
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), op, [&] {
     const auto* x = input.const_data_ptr<scalar_t>();
     auto* y = output.mutable_data_ptr<scalar_t>();
-    auto* ind = indices.mutable_data_ptr<int64_t>();
+    auto* arg = argmax.mutable_data_ptr<argmax_t>();
     if (use_int32) {
-      launch_kernel(nhwc ? max_pool2d_fprop_nhwc_kernel<scalar_t, int32_t> : max_pool2d_fprop_nchw_kernel<scalar_t, int32_t>,
-                    grid, dim3(kPoolThreadsPerBlock), 0, Backend::stream(), x, y, ind, p,
+      launch_kernel(nhwc ? max_pool2d_fprop_nhwc_kernel<Argmax, scalar_t, int32_t>
+                         : max_pool2d_fprop_nchw_kernel<Argmax, scalar_t, int32_t>,
+                    grid, dim3(kPoolThreadsPerBlock), 0, Backend::stream(), x, y, arg, p,
                     static_cast<int32_t>(total));
     } else {
-      launch_kernel(nhwc ? max_pool2d_fprop_nhwc_kernel<scalar_t, int64_t> : max_pool2d_fprop_nchw_kernel<scalar_t, int64_t>,
-                    grid, dim3(kPoolThreadsPerBlock), 0, Backend::stream(), x, y, ind, p, total);
+      launch_kernel(nhwc ? max_pool2d_fprop_nhwc_kernel<Argmax, scalar_t, int64_t>
+                         : max_pool2d_fprop_nchw_kernel<Argmax, scalar_t, int64_t>,
+                    grid, dim3(kPoolThreadsPerBlock), 0, Backend::stream(), x, y, arg, p, total);
     }
     Backend::check_launch();
   });
-  return {output, indices};
+  return {output, argmax};
 }
 
-template <typename Backend>
-at::Tensor max_pool2d_bprop_host(const at::Tensor& grad_output_, const at::Tensor& input_, const at::Tensor& indices_,
+// argmax_ is max_pool2d_fprop's indices or _max_pool2d_fprop_taps' taps, as Argmax says.
+template <typename Backend, typename Argmax>
+at::Tensor max_pool2d_bprop_host(const at::Tensor& grad_output_, const at::Tensor& input_, const at::Tensor& argmax_,
                                  c10::IntArrayRef kernel_size, c10::IntArrayRef stride, c10::IntArrayRef padding,
                                  c10::IntArrayRef dilation, bool ceil_mode) {
-  constexpr const char* op = "_max_pool2d_bprop";
+  using Ops = PoolArgmaxOps<Argmax>;
+  using argmax_t = typename Argmax::type;
+  constexpr const char* op = Ops::bprop;
   check_pool2d_input(op, input_);
   Backend::check_device(op, input_);
   Backend::check_device(op, grad_output_);
-  Backend::check_device(op, indices_);
-  TORCH_CHECK(grad_output_.device() == input_.device() && indices_.device() == input_.device(), op,
-              ": expected grad_output, input and indices on one device, but got ", grad_output_.device(), ", ",
-              input_.device(), " and ", indices_.device());
+  Backend::check_device(op, argmax_);
+  TORCH_CHECK(grad_output_.device() == input_.device() && argmax_.device() == input_.device(), op,
+              ": expected grad_output, input and ", Ops::name, " on one device, but got ", grad_output_.device(),
+              ", ", input_.device(), " and ", argmax_.device());
   TORCH_CHECK(grad_output_.scalar_type() == input_.scalar_type(), op,
               ": expected grad_output of the input's dtype ", input_.scalar_type(), ", but got ",
               grad_output_.scalar_type());
-  TORCH_CHECK(indices_.scalar_type() == at::kLong, op, ": expected int64 indices, but got ",
-              indices_.scalar_type());
+  TORCH_CHECK(argmax_.scalar_type() == c10::CppTypeToScalarType<argmax_t>::value, op, ": expected ",
+              Ops::dtype_name, " ", Ops::name, ", but got ", argmax_.scalar_type());
   const Pool2dProblem p = make_pool2d_problem(input_.sizes(), kernel_size, stride, padding, dilation, ceil_mode);
+  Ops::check_problem(op, p);
   const std::vector<int64_t> out_size{p.N, p.C, p.P, p.Q};
-  TORCH_CHECK(grad_output_.sizes() == c10::IntArrayRef(out_size) && indices_.sizes() == c10::IntArrayRef(out_size),
-              op, ": expected grad_output and indices of size ", c10::IntArrayRef(out_size), ", but got ",
-              grad_output_.sizes(), " and ", indices_.sizes());
+  TORCH_CHECK(grad_output_.sizes() == c10::IntArrayRef(out_size) && argmax_.sizes() == c10::IntArrayRef(out_size),
+              op, ": expected grad_output and ", Ops::name, " of size ", c10::IntArrayRef(out_size), ", but got ",
+              grad_output_.sizes(), " and ", argmax_.sizes());
   typename Backend::Guard guard(input_);
 
-  // grad_input takes the input's layout; grad_output and indices are brought to it.
+  // grad_input takes the input's layout; grad_output and the argmax are brought to it.
   const at::MemoryFormat format = pool_memory_format(input_);
   const at::Tensor grad_output = grad_output_.contiguous(format);
-  const at::Tensor indices = indices_.contiguous(format);
+  const at::Tensor argmax = argmax_.contiguous(format);
   at::Tensor grad_input = new_output(input_.sizes(), input_.options(), format);
   const int64_t total = grad_input.numel();
   if (total == 0) return grad_input;
@@ -114,19 +148,30 @@ at::Tensor max_pool2d_bprop_host(const at::Tensor& grad_output_, const at::Tenso
   const bool nhwc = format == at::MemoryFormat::ChannelsLast;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input_.scalar_type(), op, [&] {
     const auto* dy = grad_output.const_data_ptr<scalar_t>();
-    const auto* ind = indices.const_data_ptr<int64_t>();
+    const auto* arg = argmax.const_data_ptr<argmax_t>();
     auto* dx = grad_input.mutable_data_ptr<scalar_t>();
     if (use_int32) {
-      launch_kernel(nhwc ? max_pool2d_bprop_nhwc_kernel<scalar_t, int32_t> : max_pool2d_bprop_nchw_kernel<scalar_t, int32_t>,
-                    grid, dim3(kPoolThreadsPerBlock), 0, Backend::stream(), dy, ind, dx, p,
+      launch_kernel(nhwc ? max_pool2d_bprop_nhwc_kernel<Argmax, scalar_t, int32_t>
+                         : max_pool2d_bprop_nchw_kernel<Argmax, scalar_t, int32_t>,
+                    grid, dim3(kPoolThreadsPerBlock), 0, Backend::stream(), dy, arg, dx, p,
                     static_cast<int32_t>(total));
     } else {
-      launch_kernel(nhwc ? max_pool2d_bprop_nhwc_kernel<scalar_t, int64_t> : max_pool2d_bprop_nchw_kernel<scalar_t, int64_t>,
-                    grid, dim3(kPoolThreadsPerBlock), 0, Backend::stream(), dy, ind, dx, p, total);
+      launch_kernel(nhwc ? max_pool2d_bprop_nhwc_kernel<Argmax, scalar_t, int64_t>
+                         : max_pool2d_bprop_nchw_kernel<Argmax, scalar_t, int64_t>,
+                    grid, dim3(kPoolThreadsPerBlock), 0, Backend::stream(), dy, arg, dx, p, total);
     }
     Backend::check_launch();
   });
   return grad_input;
+}
+
+// The four ops on the backend's dispatch key, in the library `m` that TORCH_LIBRARY_IMPL opened.
+template <typename Backend>
+void register_max_pool2d(torch::Library& m) {
+  m.impl("max_pool2d_fprop", &max_pool2d_fprop_host<Backend, FlatIndexArgmax>);
+  m.impl("_max_pool2d_bprop", &max_pool2d_bprop_host<Backend, FlatIndexArgmax>);
+  m.impl("_max_pool2d_fprop_taps", &max_pool2d_fprop_host<Backend, TapArgmax>);
+  m.impl("_max_pool2d_bprop_taps", &max_pool2d_bprop_host<Backend, TapArgmax>);
 }
 
 }  // namespace fastconv::FASTCONV_KERNEL_NAMESPACE
