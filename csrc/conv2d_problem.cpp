@@ -221,8 +221,8 @@ Pool2dProblem make_pool2d_problem(c10::IntArrayRef input_size, c10::IntArrayRef 
 
 void check_taps_fit_byte(const char* op, const Pool2dProblem& p) {
   TORCH_CHECK(p.taps_fit_byte(), op, ": the taps form records an argmax in one byte, for windows of at most ",
-              Pool2dProblem::kMaxByteTaps, " taps, but kernel_size (", p.R, ", ", p.S, ") has ", p.R * p.S,
-              "; use max_pool2d_fprop's int64 indices");
+              Pool2dProblem::kMaxByteTaps, " taps (R * S), but got kernel_size=[", p.R, ", ", p.S,
+              "]; use max_pool2d_fprop's int64 indices");
 }
 
 void check_pool2d_input(const char* op, const at::Tensor& input) {
