@@ -5,6 +5,9 @@
 * "cuda": the same source compiled by nvcc on a real GPU, through fastconv.max_pool2d on CUDA tensors
   (marked needs_cuda: skipped without a GPU), compared with the CPU too.
 
+The taps pair (_max_pool2d_fprop_taps/_bprop_taps: the argmax as its one-byte place in the window) is
+tested here for every backend at once: emulated, CUDA, and fastconv's own CPU kernels ("cpu").
+
 The oracles are torch.nn.functional.max_pool2d (values AND indices must be identical) and the float64
 reference in fastconv/reference.py. The emulator runs every GPU thread as a fiber, so shapes stay small.
 """
@@ -32,6 +35,9 @@ class Backend:
 EMULATED = Backend("emulated", "cpu", fastconv.emulation.max_pool2d, torch.ops.fastconv_emulated)
 CUDA = Backend("cuda", "cuda", fastconv.max_pool2d, torch.ops.fastconv)
 BACKENDS = [pytest.param(EMULATED, id="emulated"), pytest.param(CUDA, id="cuda", marks=pytest.mark.needs_cuda)]
+# The taps pair's tests also run fastconv's own CPU kernels (csrc/cpu/max_pool2d.cpp), with the same cases.
+NATIVE_CPU = Backend("cpu", "cpu", fastconv.max_pool2d, torch.ops.fastconv)
+TAPS_BACKENDS = [pytest.param(NATIVE_CPU, id="cpu"), *BACKENDS]
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 HYPOTHESIS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -375,7 +381,7 @@ def check_taps_pair(backend, x, kernel, stride, padding, dilation, ceil_mode, se
     return y, taps
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", TAPS_BACKENDS)
 @pytest.mark.parametrize("dtype", TAPS_DTYPES)
 @settings(max_examples=60, **HYPOTHESIS)
 @given(p=pool_problems())
@@ -387,7 +393,7 @@ def test_taps_pair_matches_indices(backend, dtype, p):
     check_taps_pair(backend, x, p["kernel"], stride, p["padding"], p["dilation"], p["ceil_mode"], p["dy_seed"])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", TAPS_BACKENDS)
 @pytest.mark.parametrize("dtype", TAPS_DTYPES)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "noncontiguous"])
 def test_taps_pair_dtypes_and_layouts(backend, dtype, layout):
@@ -402,7 +408,7 @@ def test_taps_pair_dtypes_and_layouts(backend, dtype, layout):
         assert y.is_contiguous(memory_format=torch.channels_last) == (layout == "channels_last")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", TAPS_BACKENDS)
 @pytest.mark.parametrize("row, value, index", ROW_CASES, ids=[row_id(c) for c in ROW_CASES])
 @pytest.mark.parametrize("dtype", TAPS_DTYPES)
 def test_taps_nan_inf_and_tie_rules(backend, row, value, index, dtype):
@@ -414,7 +420,7 @@ def test_taps_nan_inf_and_tie_rules(backend, row, value, index, dtype):
         assert_identical(y.cpu(), torch.tensor(value, dtype=dtype).expand(1, 2, 1, 1))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", TAPS_BACKENDS)
 @pytest.mark.parametrize("case", PLANE_CASES, ids=lambda c: c.name)
 def test_taps_nan_scan_order_overlap_and_padding(backend, case):
     # case.args is (kernel_size[, stride[, padding]]), each an int.
@@ -429,7 +435,7 @@ def test_taps_nan_scan_order_overlap_and_padding(backend, case):
         assert_identical(y.cpu(), torch.tensor([[case.values] * 2], dtype=y.dtype))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", TAPS_BACKENDS)
 def test_taps_all_padding_window(backend):
     # As test_all_padding_window: dilated windows with every tap in the padding record tap 0 (outside the
     # input too) and send their gradient nowhere; in the last case tap 0's window straddles a real pixel.
@@ -446,7 +452,7 @@ def test_taps_all_padding_window(backend):
             assert torch.equal(dx.cpu(), torch.zeros(x.shape, dtype=x.dtype))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", TAPS_BACKENDS)
 def test_taps_largest_window(backend):
     # 16 x 16 = 256 taps, the most a byte can number: the maximum at the last tap is tap 255.
     x = torch.zeros(1, 2, 16, 16, device=backend.device)
@@ -456,7 +462,7 @@ def test_taps_largest_window(backend):
     assert taps.flatten().tolist() == [255, 254]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", TAPS_BACKENDS)
 def test_taps_errors(backend):
     x = torch.randn(1, 2, 17, 17, device=backend.device)
     args = ([2, 2], [2, 2], [0, 0], [1, 1], False)
@@ -483,7 +489,7 @@ def has_taps_fakes(ops):
     return torch._C._dispatch_has_kernel_for_dispatch_key(f"{ops.name}::_max_pool2d_fprop_taps", "Meta")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", TAPS_BACKENDS)
 def test_taps_opcheck(backend):
     if not has_taps_fakes(backend.ops):
         pytest.skip("no fake kernel for the taps pair registered (fastconv/ops.py)")

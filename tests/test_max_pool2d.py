@@ -128,6 +128,9 @@ def test_bprop_matches_torch_and_reference(p):
         y_torch = F.max_pool2d(x_torch, kernel, *args)
         (dx_torch,) = torch.autograd.grad(y_torch, x_torch, dy)
         assert_same(dx, dx_torch)  # same summation order, so bitwise equal even in float32
+        # Without return_indices autograd keeps one-byte tap numbers instead: the same gradient.
+        (dx_taps,) = torch.autograd.grad(fastconv.max_pool2d(x, kernel, *args), x, dy)
+        assert_same(dx_taps, dx_torch)
     # Out-of-plane indices (windows wholly in the padding) route their gradient nowhere.
     dy4 = as_batched(dy).double().numpy()
     idx4 = as_batched(idx).numpy()
@@ -201,6 +204,41 @@ def test_window_wholly_in_padding(memory_format):
     # Second order through the same indices must stay in bounds too.
     torch.autograd.gradgradcheck(
         lambda t: fastconv.max_pool2d(t, 2, 1, 1, 3), (x.detach().requires_grad_(),))
+
+
+def test_window_wholly_in_padding_without_indices_sends_its_gradient_nowhere():
+    # The case above through the taps pair (no return_indices): row 1's -inf depends on no input, and
+    # its gradient goes nowhere (as PyTorch's CUDA backward; its CPU backward follows the wrapped seed).
+    x = torch.randn(2, 3, 3, 2, dtype=torch.float64, requires_grad=True)
+    y = fastconv.max_pool2d(x, 2, 1, 1, 3)
+    dy = torch.randn(y.shape, dtype=y.dtype)
+    (dx,) = torch.autograd.grad(y, x, dy)
+    assert torch.equal(dx, torch.zeros_like(x))
+
+
+def test_autograd_saves_one_byte_per_output():
+    # What the graph keeps for the backward: the input and uint8 taps, not int64 indices (8x the memory);
+    # with return_indices the indices themselves are saved, as PyTorch does.
+    def saved_dtypes(return_indices):
+        dtypes = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: dtypes.append(t.dtype) or t, lambda t: t):
+            x = torch.randn(2, 3, 8, 8, requires_grad=True)
+            fastconv.max_pool2d(x, 2, return_indices=return_indices)
+        return dtypes
+
+    assert sorted(map(str, saved_dtypes(False))) == ["torch.float32", "torch.uint8"]
+    assert sorted(map(str, saved_dtypes(True))) == ["torch.float32", "torch.int64"]
+
+
+@pytest.mark.parametrize("kernel", [(16, 16), (17, 17), (1, 300)])
+def test_windows_past_256_taps_keep_int64_indices(kernel):
+    # A tap number must fit a byte; larger windows take the int64 pair, with the same results.
+    x = torch.randn(1, 2, 20, 301, dtype=torch.float64, requires_grad=True)
+    y = fastconv.max_pool2d(x, kernel, 2)
+    y_torch = F.max_pool2d(x, kernel, 2)
+    assert_same(y, y_torch)
+    dy = torch.randn(y.shape, dtype=y.dtype)
+    assert_same(torch.autograd.grad(y, x, dy)[0], torch.autograd.grad(y_torch, x, dy)[0])
 
 
 def test_bprop_ignores_indices_outside_the_plane():
@@ -348,13 +386,16 @@ def test_bprop_is_deterministic_across_runs_and_threads(memory_format, dtype):
     # of each grad_input element shows in the last bits of float32.
     x = torch.randint(0, 3, (3, 40, 19, 17)).to(dtype).contiguous(memory_format=memory_format)
     dy = torch.randn(3, 40, 19, 17, dtype=dtype) * 1e3
-    _, idx = fastconv.max_pool2d(x, 3, 1, 1, return_indices=True)
+    params = ([3, 3], [1, 1], [1, 1], [1, 1], False)
+    _, idx = torch.ops.fastconv.max_pool2d_fprop(x, *params)
+    _, taps = torch.ops.fastconv._max_pool2d_fprop_taps(x, *params)
     threads = torch.get_num_threads()
     results = []
     try:
         for n in (1, 2, 2, 1):
             torch.set_num_threads(n)
-            results.append(torch.ops.fastconv._max_pool2d_bprop(dy, x, idx, [3, 3], [1, 1], [1, 1], [1, 1], False))
+            results.append(torch.ops.fastconv._max_pool2d_bprop(dy, x, idx, *params))
+            results.append(torch.ops.fastconv._max_pool2d_bprop_taps(dy, x, taps, *params))
     finally:
         torch.set_num_threads(threads)
     for r in results[1:]:

@@ -54,6 +54,39 @@ def check(x, kernel, stride, padding, dilation=1, ceil_mode=False, grad=True):
             idx_torch)
         assert dx.stride() == dx_torch.stride()
         assert torch.equal(dx, dx_torch)  # same order of sums: bitwise
+    check_taps(x, pair(kernel), pair(stride), pair(padding), pair(dilation), ceil_mode, y, idx, grad)
+
+
+def check_taps(x, kernel, stride, padding, dilation, ceil_mode, y, idx, grad):
+    """The taps pair through the same vector paths: the same values, taps naming the indices' elements
+    (decoded here by definition: h = p*sh - ph + (t // S)*dh, w = q*sw - pw + (t % S)*dw), the same
+    backward bit for bit."""
+    args = (list(kernel), list(stride), list(padding), list(dilation), ceil_mode)
+    y_taps, taps = torch.ops.fastconv._max_pool2d_fprop_taps(x, *args)
+    torch.testing.assert_close(y_taps, y, rtol=0, atol=0, equal_nan=True)
+    assert taps.dtype == torch.uint8 and taps.stride() == idx.stride()
+    t = taps.long()
+    P, Q = t.shape[-2:]
+    h = torch.arange(P).view(P, 1) * stride[0] - padding[0] + t.div(kernel[1], rounding_mode="floor") * dilation[0]
+    w = torch.arange(Q).view(1, Q) * stride[1] - padding[1] + t.remainder(kernel[1]) * dilation[1]
+    H, W = x.shape[-2:]
+    inside = (h >= 0) & (h < H) & (w >= 0) & (w < W)
+    # Exactly the windows wholly in the padding record a tap outside the input. PyTorch's index for
+    # them is a seed past the plane, or one that wraps onto a pixel of the next row, where its CPU
+    # backward then sends the gradient of a -inf; the taps form sends it nowhere (the output depends on
+    # no input; PyTorch's CUDA backward does the same).
+    def some_tap_inside(out, k, s, pad, d, size):
+        taps_at = torch.arange(out).view(-1, 1) * s - pad + torch.arange(k).view(1, -1) * d
+        return ((taps_at >= 0) & (taps_at < size)).any(1)
+    live = some_tap_inside(P, kernel[0], stride[0], padding[0], dilation[0], H).view(P, 1) & \
+        some_tap_inside(Q, kernel[1], stride[1], padding[1], dilation[1], W).view(1, Q)
+    assert torch.equal(inside, live.expand_as(inside))
+    assert torch.equal(torch.where(inside, h * W + w, -1), torch.where(inside, idx, -1))
+    if grad:
+        dy = torch.randn(y.shape, dtype=y.dtype).contiguous(memory_format=torch.preserve_format)
+        dx_taps = torch.ops.fastconv._max_pool2d_bprop_taps(dy, x, taps, *args)
+        dx = torch.ops.fastconv._max_pool2d_bprop(dy * inside, x, idx, *args)
+        assert torch.equal(dx_taps, dx) and dx_taps.stride() == dx.stride()
 
 
 # NCHW: widths around the 8-column block boundaries for both strides, every kernel width the vector

@@ -571,9 +571,8 @@ at::Tensor bprop_op(const char* op, const char* argmax_name, const at::Tensor& g
   check_pool2d_input(op, input);
   TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(), op, ": expected grad_output of the input's dtype ",
               input.scalar_type(), ", but got grad_output of dtype ", grad_output.scalar_type());
-  const at::ScalarType argmax_dtype = c10::CppTypeToScalarType<Index>();
-  TORCH_CHECK(argmax.scalar_type() == argmax_dtype, op, ": expected ", argmax_name, " of dtype ", argmax_dtype,
-              ", but got ", argmax.scalar_type());
+  TORCH_CHECK(argmax.scalar_type() == c10::CppTypeToScalarType<Index>(), op, ": expected ",
+              kTapsForm<Index> ? "uint8 " : "int64 ", argmax_name, ", but got ", argmax.scalar_type());
   TORCH_CHECK(grad_output.device() == input.device() && argmax.device() == input.device(), op,
               ": expected grad_output, input and ", argmax_name, " on one device, but got ", grad_output.device(),
               ", ", input.device(), " and ", argmax.device());
@@ -581,10 +580,8 @@ at::Tensor bprop_op(const char* op, const char* argmax_name, const at::Tensor& g
   if constexpr (kTapsForm<Index>) check_taps_fit_byte(op, p);
   const int64_t out_size_data[4] = {p.N, p.C, p.P, p.Q};
   const at::IntArrayRef out_size(out_size_data);
-  TORCH_CHECK(grad_output.sizes() == out_size, op, ": expected grad_output of size ", out_size, ", but got ",
-              grad_output.sizes());
-  TORCH_CHECK(argmax.sizes() == out_size, op, ": expected ", argmax_name, " of size ", out_size, ", but got ",
-              argmax.sizes());
+  TORCH_CHECK(grad_output.sizes() == out_size && argmax.sizes() == out_size, op, ": expected grad_output and ",
+              argmax_name, " of size ", out_size, ", but got ", grad_output.sizes(), " and ", argmax.sizes());
   const at::MemoryFormat format = input.suggest_memory_format();
   at::Tensor grad_input = new_output({p.N, p.C, p.H, p.W}, grad_output.options(), format);
   if (p.N == 0) return grad_input;
