@@ -137,7 +137,7 @@ inline void nchw_outputs(const T* xp, int64_t W, Taps r, const Taps* cols, int64
   for (int64_t out_w = q_begin; out_w < q_end; ++out_w) {
     const Taps s = cols[out_w];
     T max_value = -std::numeric_limits<T>::infinity();
-    int64_t max_index = r.index + s.index;
+    int64_t max_index = pool_avx2::window_seed<Index>(r, s);
     for (int64_t h = r.first, row = r.index; h < r.end; h += (kUnitDilation ? 1 : dh), row += steps.row) {
       const T* x_row = xp + h * W;
       for (int64_t w = s.first, index = row + s.index; w < s.end; w += (kUnitDilation ? 1 : dw), index += steps.col) {
@@ -200,7 +200,7 @@ inline void cl_window(const T* x_image, int64_t C, int64_t W, Taps r, Taps s, in
   const int64_t n = kWidth > 0 ? kWidth : width;
   T max_value[channel_block<T>()];
   I max_index[channel_block<T>()];
-  const I seed = static_cast<I>(r.index + s.index);
+  const I seed = static_cast<I>(pool_avx2::window_seed<Index>(r, s));
   for (int64_t c = 0; c < n; ++c) {
     max_value[c] = -std::numeric_limits<T>::infinity();
     max_index[c] = seed;
@@ -237,7 +237,7 @@ inline void cl_block(const T* x_image, int64_t C, int64_t W, Taps r, Taps s, int
   IV max_index[kVecs];
   for (int v = 0; v < kVecs; ++v) {
     max_value[v] = V{} - std::numeric_limits<T>::infinity();
-    max_index[v] = IV{} + static_cast<I>(r.index + s.index);
+    max_index[v] = IV{} + static_cast<I>(pool_avx2::window_seed<Index>(r, s));
   }
   for (int64_t h = r.first, row = r.index; h < r.end; h += (kUnitDilation ? 1 : dh), row += steps.row) {
     for (int64_t w = s.first, tap = row + s.index; w < s.end; w += (kUnitDilation ? 1 : dw), tap += steps.col) {
@@ -338,6 +338,17 @@ class FlatArgmax {
     }
   }
 
+  // channels_last: channels [c0, c1) of output pixel j's gradients dy (indexed by channel) into the image.
+  template <typename T>
+  void scatter_pixel(int64_t j, int64_t /*out_h*/, int64_t /*out_w*/, int64_t C, int64_t c0, int64_t c1,
+                     const T* dy, T* dx_image) const {
+    const int64_t* ip = indices_ + j * C;
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t index = ip[c];
+      if (inside(index)) dx_image[index * C + c] += dy[c];
+    }
+  }
+
   struct Window {
     const FlatArgmax* reader;
     int64_t position(int64_t j) const {
@@ -393,6 +404,26 @@ class TapArgmax {
     }
   }
 
+  template <typename T>
+  void scatter_pixel(int64_t j, int64_t out_h, int64_t out_w, int64_t C, int64_t c0, int64_t c1, const T* dy,
+                     T* dx_image) const {
+    const uint8_t* tp = taps_ + j * C;
+    if (rows_.interior(out_h) && cols_.interior(out_w)) {
+      const int64_t origin = (out_h * rows_.stride - rows_.pad) * W_ + out_w * cols_.stride - cols_.pad;
+      const int64_t* offset = tap_offset_.data();
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t index = origin + offset[tp[c]];
+        if (index >= 0) dx_image[index * C + c] += dy[c];
+      }
+      return;
+    }
+    const Window w = window(out_h, out_w);
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t index = w.position(j * C + c);
+      if (index >= 0) dx_image[index * C + c] += dy[c];
+    }
+  }
+
   struct Window {
     const TapArgmax* reader;
     int64_t origin_h, origin_w;
@@ -432,6 +463,11 @@ class TapArgmax {
   const uint8_t* taps_;
   int64_t H_, W_;
   Axis rows_, cols_;
+
+ public:
+  const uint8_t* taps() const { return taps_; }
+
+ private:
   std::array<int64_t, Pool2dProblem::kMaxByteTaps> tap_row_, tap_col_, tap_offset_;
 };
 
@@ -474,9 +510,24 @@ constexpr int64_t kStageBytes = 256 * 1024;
 // v2 (grad_input larger than the stream threshold): the same scatter into a cache-resident buffer,
 // streamed out once per plane: grad_input is written exactly once, without being read, instead of
 // zeroed (read + write) and then updated in place.
+// v3 (float32 tap numbers, 2x2 stride 2 windows that tile the plane, AVX2): each plane written once,
+// directly (pool_avx2::bprop_nchw_taps_2x2_plane).
 template <typename T, typename Argmax>
 void bprop_nchw(const Pool2dProblem& p, const T* dy, const Argmax& argmax, T* dx) {
   const int64_t HW = p.H * p.W, PQ = p.P * p.Q;
+  if constexpr (std::is_same_v<T, float> && std::is_same_v<Argmax, TapArgmax>) {
+    const bool tiles_2x2 = p.R == 2 && p.S == 2 && p.stride_h == 2 && p.stride_w == 2 && p.pad_h == 0 &&
+                           p.pad_w == 0 && p.dilation_h == 1 && p.dilation_w == 1;
+    if (tiles_2x2 && use_avx2()) {
+      at::parallel_for(0, p.N * p.C, grain_for(HW + PQ), [&](int64_t begin, int64_t end) {
+        for (int64_t plane = begin; plane < end; ++plane) {
+          pool_avx2::bprop_nchw_taps_2x2_plane(dy + plane * PQ, argmax.taps() + plane * PQ, p.P, p.Q, p.H, p.W,
+                                               dx + plane * HW);
+        }
+      });
+      return;
+    }
+  }
   const bool staged = HW * static_cast<int64_t>(sizeof(T)) <= kStageBytes &&
                       p.N * p.C * HW * static_cast<int64_t>(sizeof(T)) > kStreamBytes;
   at::parallel_for(0, p.N * p.C, grain_for(HW + PQ), [&](int64_t begin, int64_t end) {
@@ -509,18 +560,16 @@ void bprop_channels_last(const Pool2dProblem& p, const T* dy, const Argmax& argm
       const int64_t n = item / blocks, c0 = item % blocks * block, c1 = std::min(C, c0 + block);
       T* dx_image = dx + n * HW * C;
       const T* dy_image = dy + n * PQ * C;
-      for (int64_t pixel = 0; pixel < HW; ++pixel) {
-        std::fill(dx_image + pixel * C + c0, dx_image + pixel * C + c1, T(0));
+      if (c0 == 0 && c1 == C) {
+        std::memset(dx_image, 0, HW * C * sizeof(T));
+      } else {
+        for (int64_t pixel = 0; pixel < HW; ++pixel) {
+          std::fill(dx_image + pixel * C + c0, dx_image + pixel * C + c1, T(0));
+        }
       }
       for (int64_t out_h = 0, j = 0; out_h < p.P; ++out_h) {
         for (int64_t out_w = 0; out_w < p.Q; ++out_w, ++j) {
-          const T* dyv = dy_image + j * C;
-          const int64_t base = (n * PQ + j) * C;
-          const auto window = argmax.window(out_h, out_w);
-          for (int64_t c = c0; c < c1; ++c) {
-            const int64_t index = window.position(base + c);
-            if (index >= 0) dx_image[index * C + c] += dyv[c];
-          }
+          argmax.scatter_pixel(n * PQ + j, out_h, out_w, C, c0, c1, dy_image + j * C, dx_image);
         }
       }
     }

@@ -10,6 +10,7 @@
 #include "max_pool2d_avx2.h"
 
 #include <algorithm>
+#include <cstring>
 #include <type_traits>
 
 // The two argmax forms every kernel entry point is built for: flat indices and tap numbers.
@@ -89,7 +90,7 @@ FC_AVX2_INLINE void nchw_block(const float* x, int64_t W, Taps r, int64_t row_st
                                float* y, Index* ind) {
   const int64_t S = kS > 0 ? kS : S_runtime;
   __m256 max = _mm256_set1_ps(-__builtin_inff());
-  __m256 id = index_vector(r.index);  // the first tap, (r.first, b): every tap here is in bounds
+  __m256 id = index_vector(r.index);  // the first tap, (r.first, b): every column tap is in bounds
   for (int64_t h = r.first, row = r.index; h < r.end; ++h, row += row_step) {
     const float* xr = x + h * W + b;
     if constexpr (kStride == 1) {
@@ -139,7 +140,7 @@ template <int kVecs, bool kStream, typename Index>
 FC_AVX2_INLINE void cl_block(const float* x, int64_t C, int64_t W, Taps r, Taps s, int64_t dh, int64_t dw,
                              ArgmaxSteps steps, float* y, Index* ind) {
   __m256 max[kVecs], id[kVecs];
-  const __m256 seed = index_vector(r.index + s.index);
+  const __m256 seed = index_vector(window_seed<Index>(r, s));
   for (int v = 0; v < kVecs; ++v) {
     max[v] = _mm256_set1_ps(-__builtin_inff());
     id[v] = seed;
@@ -179,7 +180,47 @@ FC_AVX2 void cl_row(const float* x, int64_t C, int64_t W, Taps r, const Taps* co
   if constexpr (kStream) _mm_sfence();  // streamed stores are weakly ordered
 }
 
+// ------------------------------------------------------------------------------------- NCHW backward
+FC_AVX2 void taps_2x2_plane(const float* dy, const uint8_t* taps, int64_t P, int64_t Q, int64_t H, int64_t W,
+                            float* dx) {
+  const __m256 zero = _mm256_setzero_ps();
+  const int64_t q_vec = std::min(Q, W / 2) / 8 * 8;  // windows whose 16 columns lie inside the row
+  for (int64_t h = 0; h < H; ++h) {
+    float* dx_row = dx + h * W;
+    const int64_t out_h = h / 2;
+    if (out_h >= P) {  // below the last window
+      std::fill(dx_row, dx_row + W, 0.0f);
+      continue;
+    }
+    const float* dy_row = dy + out_h * Q;
+    const uint8_t* tap_row = taps + out_h * Q;
+    const int32_t left = static_cast<int32_t>(2 * (h % 2)), right = left + 1;  // this row's two taps
+    int64_t q = 0;
+    for (; q < q_vec; q += 8) {
+      int64_t tap_bytes;
+      std::memcpy(&tap_bytes, tap_row + q, 8);
+      const __m256i t = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(tap_bytes));
+      const __m256 g = _mm256_loadu_ps(dy_row + q);
+      const __m256 a = _mm256_add_ps(_mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(t, _mm256_set1_epi32(left))), g), zero);
+      const __m256 b = _mm256_add_ps(_mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(t, _mm256_set1_epi32(right))), g), zero);
+      const __m256 lo = _mm256_unpacklo_ps(a, b), hi = _mm256_unpackhi_ps(a, b);  // a0 b0 a1 b1 | a4 b4 a5 b5 ...
+      _mm256_storeu_ps(dx_row + 2 * q, _mm256_permute2f128_ps(lo, hi, 0x20));
+      _mm256_storeu_ps(dx_row + 2 * q + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+    }
+    for (int64_t w = 2 * q; w < W; ++w) {  // the columns left, and those right of the last window
+      const int64_t out_w = w / 2;
+      const bool hit = out_w < Q && tap_row[out_w] == left + w % 2;
+      dx_row[w] = hit ? 0.0f + dy_row[out_w] : 0.0f;
+    }
+  }
+}
+
 }  // namespace
+
+void bprop_nchw_taps_2x2_plane(const float* dy, const uint8_t* taps, int64_t P, int64_t Q, int64_t H, int64_t W,
+                               float* dx) {
+  taps_2x2_plane(dy, taps, P, Q, H, W, dx);
+}
 
 bool nchw_columns(int64_t W, int64_t Q, int64_t stride_w, int64_t pad_w, int64_t S, int64_t* begin,
                   int64_t* end) {
@@ -249,6 +290,7 @@ void fprop_nchw_row(const float*, int64_t, Taps, int64_t, int64_t, int64_t, int6
 template <typename Index>
 void fprop_channels_last_row(const float*, int64_t, int64_t, Taps, const Taps*, int64_t, int64_t, int64_t,
                              ArgmaxSteps, int64_t, float*, Index*, bool) {}
+void bprop_nchw_taps_2x2_plane(const float*, const uint8_t*, int64_t, int64_t, int64_t, int64_t, float*) {}
 FASTCONV_POOL_AVX2_INSTANTIATE(int64_t)
 FASTCONV_POOL_AVX2_INSTANTIATE(uint8_t)
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 namespace fastconv::cpu::pool_avx2 {
 
@@ -17,6 +18,15 @@ struct Taps {
   int64_t first, end;
   int64_t index;
 };
+
+// The argmax a window's scan starts from: its first in-bounds tap. A window with no tap inside the
+// input keeps it: PyTorch's flat seed (past the plane, or wrapped onto the next row), or, for tap
+// numbers (Index uint8_t), tap 0, which lies outside the input too (Pool2dProblem).
+template <typename Index>
+inline int64_t window_seed(Taps r, Taps s) {
+  const bool no_tap_inside = r.first >= r.end || s.first >= s.end;
+  return std::is_same_v<Index, uint8_t> && no_tap_inside ? 0 : r.index + s.index;
+}
 
 // How the argmax share grows from one tap to the next along a window's rows and columns.
 struct ArgmaxSteps {
@@ -46,5 +56,13 @@ template <typename Index>
 void fprop_channels_last_row(const float* x, int64_t C, int64_t W, Taps r, const Taps* cols, int64_t Q,
                              int64_t dilation_h, int64_t dilation_w, ArgmaxSteps steps, int64_t c_end,
                              float* y_row, Index* i_row, bool stream);
+
+// NCHW backward from tap numbers, 2x2 windows with stride 2, no padding, unit dilation (VGG's pooling):
+// the windows tile the plane, so each input pixel takes the gradient of the one window holding it or
+// zero, and the plane (P x Q outputs, H x W inputs) is written once, row by row, with no zero-fill pass
+// and no read-modify-write. Eight windows (16 columns) at a time, a compare and a mask per tap; bitwise
+// the scatter's result (a -0 gradient is written as the scatter's 0 + -0 = +0).
+void bprop_nchw_taps_2x2_plane(const float* dy, const uint8_t* taps, int64_t P, int64_t Q, int64_t H, int64_t W,
+                               float* dx);
 
 }  // namespace fastconv::cpu::pool_avx2
