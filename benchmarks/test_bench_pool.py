@@ -11,7 +11,7 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("shape", shapes, ids=[s.name for s in shapes])
 
 
-@pytest.mark.parametrize("candidate", ["torch", "fastconv"])
+@pytest.mark.parametrize("candidate", ["torch", "fastconv", "fastconv_indices"])
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("pass_", bench.POOL_PASSES)
 def test_max_pool2d(run, shape, pass_, layout, candidate):

@@ -353,14 +353,25 @@ def pool_candidates(shape: PoolShape, pass_, *, device, dtype, layout):
         return lambda: torch.ops.aten.max_pool2d_with_indices_backward(dy, x, [k, k], [s, s], [p, p], [1, 1], c,
                                                                        idx)
 
+    # Each library's pair as its autograd runs it: PyTorch saves int64 indices; fastconv.max_pool2d
+    # saves one-byte tap numbers unless return_indices asks for the indices ("fastconv_indices").
+    params = ([k, k], [s, s], [p, p], [1, 1], c)
+
     def fastconv_fn():
         import fastconv
         if pass_ == "forward":
             return lambda: fastconv.max_pool2d(x, k, s, p, 1, c)
-        _, idx = fastconv.max_pool2d(x, k, s, p, 1, c, return_indices=True)
-        return lambda: torch.ops.fastconv._max_pool2d_bprop(dy, x, idx, [k, k], [s, s], [p, p], [1, 1], c)
+        _, taps = torch.ops.fastconv._max_pool2d_fprop_taps(x, *params)
+        return lambda: torch.ops.fastconv._max_pool2d_bprop_taps(dy, x, taps, *params)
 
-    return {BASELINE: torch_fn, "fastconv": fastconv_fn}
+    def fastconv_indices_fn():
+        import fastconv
+        if pass_ == "forward":
+            return lambda: fastconv.max_pool2d(x, k, s, p, 1, c, return_indices=True)[0]
+        _, idx = fastconv.max_pool2d(x, k, s, p, 1, c, return_indices=True)
+        return lambda: torch.ops.fastconv._max_pool2d_bprop(dy, x, idx, *params)
+
+    return {BASELINE: torch_fn, "fastconv": fastconv_fn, "fastconv_indices": fastconv_indices_fn}
 
 
 def gemm_candidates(shape: GemmShape, *, device, dtype):

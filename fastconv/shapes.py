@@ -87,9 +87,11 @@ class PoolShape:
         return _out(self.W, self.kernel, self.stride, self.pad, ceil_mode=self.ceil_mode)
 
     def bytes(self, pass_, element_size=4, index_size=8):
-        """Bytes a pass must move at least once: forward reads the input and writes the output and its
-        int64 argmax indices (which a training forward keeps); backward reads the output gradient and the
-        indices and writes the whole input gradient."""
+        """Bytes PyTorch's pair must move at least once: forward reads the input and writes the output
+        and its int64 argmax indices (which a training forward keeps); backward reads the output gradient
+        and the indices and writes the whole input gradient. Every candidate is counted alike, so GB/s
+        ratios are time ratios; fastconv's taps pair moves one-byte taps instead of the indices, so its
+        GB/s can read above the machine's copy bandwidth."""
         inputs = self.N * self.C * self.H * self.W
         outputs = self.N * self.C * self.P * self.Q
         if pass_ == "forward":

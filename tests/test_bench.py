@@ -319,7 +319,8 @@ def test_baseline_torch_im2col(tmp_path, capsys):
     pool = [r for r in doc["rows"] if r["section"] == "pool"]
     assert pool and all(r["ratio"] == 1.0 for r in pool if r["candidate"] == "torch")
     summary = {(s["section"], s["candidate"]): s for s in doc["summary"] if s["layout"] == "nchw"}
-    assert set(summary) == {("conv", "torch"), ("conv", "im2col"), ("pool", "fastconv")}
+    assert set(summary) == {("conv", "torch"), ("conv", "im2col"), ("pool", "fastconv"),
+                            ("pool", "fastconv_indices")}
     assert summary[("conv", "im2col")]["geomean_ratio"] == pytest.approx(conv["im2col"]["ratio"])
     assert "**conv** (ratio to `torch_im2col`" in out and "**pool** (ratio to `torch`" in out
     assert "'torch_im2col' for convolutions" in out
