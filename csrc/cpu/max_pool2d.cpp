@@ -1,17 +1,24 @@
-// max_pool2d on the CPU: the forward (values and int64 argmax indices h * W + w, as PyTorch's) and the
-// backward (each output gradient routed to its argmax). Two kernels per pass, one per memory format, each
-// with its own loop order; any other strides are first made contiguous in the input's suggested format.
+// max_pool2d on the CPU: the forward (values and the argmax) and the backward (each output gradient routed
+// to its argmax). The argmax comes in two forms, both written by every forward kernel: PyTorch's int64
+// flat index h * W + w (max_pool2d_fprop, returned by return_indices), and the tap number r * S + s in
+// one byte (_max_pool2d_fprop_taps, what autograd keeps otherwise: an eighth of the memory and traffic).
+// Two kernels per pass, one per memory format; any other strides are first made contiguous in the
+// input's suggested format.
 //   NCHW:          parallel over the N*P*C output rows (forward) or the N*C planes (backward). float32
 //                  rows go 8 output columns at a time through AVX2 (max_pool2d_avx2.cpp) where the
 //                  windows lie inside the row (unit dilation, stride_w 1 or 2); the rest is scalar.
-//   channels_last: parallel over N*P output rows (forward) or over (image, channel block) (backward);
-//                  the innermost loop runs over contiguous channels so it vectorises (float32: AVX2
-//                  lanes, up to 32 channels in registers; others: 16-byte GCC vectors).
+//                  The backward scatters a plane in output order; from taps, 2x2 stride-2 windows
+//                  (which tile the plane) write it directly instead.
+//   channels_last: parallel over N*P output rows (forward); the innermost loop runs over contiguous
+//                  channels so it vectorises (float32: AVX2 lanes, up to 32 channels in registers;
+//                  others: 16-byte GCC vectors). The backward scatters per (image, channel block); from
+//                  float32 taps it gathers instead, each input pixel once (parallel over input rows).
 // Semantics are PyTorch's CPU kernel's, tap for tap: the running max starts at -inf with the index of the
 // window's first in-bounds tap; taps are scanned row-major and a tap wins when it is strictly greater or
 // NaN, so ties keep the first maximum and the last NaN wins; padding is -inf and is never reported.
-// The backward owns every grad_input element in exactly one thread and sums into it in a fixed order, so
-// it is bitwise deterministic for any thread count.
+// The backward owns every grad_input element in exactly one thread and sums into it in output order, so
+// it is bitwise deterministic for any thread count, and the same from either form of the argmax (but
+// for a window wholly in the padding, whose int64 seed may wrap onto a pixel, as PyTorch's CPU does).
 // Large outputs get transparent huge pages (first-touch faults otherwise dominate) and, over 16 MiB,
 // non-temporal stores where the kernel writes whole aligned lines.
 #include <ATen/ATen.h>
@@ -546,9 +553,75 @@ void bprop_nchw(const Pool2dProblem& p, const T* dy, const Argmax& argmax, T* dx
 
 // Parallel over (image, channel block): a block of channels of one image is one thread's, scattered into
 // in output order; blocks split the channels only when there are too few images to feed the threads.
+// The windows holding each input coordinate along one axis as a tap, in output order: (o, k) with
+// o * stride - pad + k * dilation == x, listed for x in [begin[x], begin[x + 1]).
+struct AxisCovers {
+  std::vector<int64_t> begin, out, tap;
+};
+
+AxisCovers axis_covers(int64_t out_size, int64_t stride, int64_t pad, int64_t dilation, int64_t kernel,
+                       int64_t extent) {
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> lists(extent);
+  for (int64_t o = 0; o < out_size; ++o) {
+    for (int64_t k = 0; k < kernel; ++k) {
+      const int64_t x = o * stride - pad + k * dilation;
+      if (x >= 0 && x < extent) lists[x].push_back({o, k});
+    }
+  }
+  AxisCovers covers;
+  covers.begin.push_back(0);
+  for (const auto& list : lists) {
+    for (const auto& [o, k] : list) {
+      covers.out.push_back(o);
+      covers.tap.push_back(k);
+    }
+    covers.begin.push_back(static_cast<int64_t>(covers.out.size()));
+  }
+  return covers;
+}
+
+// v2 (float32 tap numbers, AVX2): a gather (pool_avx2::bprop_channels_last_taps_pixel): each input
+// pixel sums its covering windows' gradients and is written once; no zero-fill, no read-modify-write.
+template <typename T>
+void bprop_channels_last_taps_gather(const Pool2dProblem& p, const T* dy, const TapArgmax& argmax, T* dx) {
+  const int64_t C = p.C, PQ = p.P * p.Q;
+  const AxisCovers rows = axis_covers(p.P, p.stride_h, p.pad_h, p.dilation_h, p.R, p.H);
+  const AxisCovers cols = axis_covers(p.Q, p.stride_w, p.pad_w, p.dilation_w, p.S, p.W);
+  const int64_t c_vec = C / 8 * 8;
+  at::parallel_for(0, p.N * p.H, grain_for(p.W * C * 4), [&](int64_t begin, int64_t end) {
+    std::array<pool_avx2::Cover, Pool2dProblem::kMaxByteTaps> covers;  // at most R * S windows hold a pixel
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t n = item / p.H, h = item % p.H;
+      const T* dy_image = dy + n * PQ * C;
+      const uint8_t* taps_image = argmax.taps() + n * PQ * C;
+      for (int64_t w = 0; w < p.W; ++w) {
+        int64_t n_covers = 0;
+        for (int64_t a = rows.begin[h]; a < rows.begin[h + 1]; ++a) {
+          for (int64_t b = cols.begin[w]; b < cols.begin[w + 1]; ++b) {
+            covers[n_covers++] = {rows.out[a] * p.Q + cols.out[b], static_cast<int32_t>(rows.tap[a] * p.S + cols.tap[b])};
+          }
+        }
+        T* dx_pixel = dx + ((n * p.H + h) * p.W + w) * C;
+        pool_avx2::bprop_channels_last_taps_pixel(dy_image, taps_image, covers.data(), n_covers, C, c_vec, dx_pixel);
+        for (int64_t c = c_vec; c < C; ++c) {
+          T sum = T(0);
+          for (int64_t k = 0; k < n_covers; ++k) {
+            const int64_t e = covers[k].j * C + c;
+            if (taps_image[e] == covers[k].tap) sum += dy_image[e];
+          }
+          dx_pixel[c] = sum;
+        }
+      }
+    }
+  });
+}
+
 template <typename T, typename Argmax>
 void bprop_channels_last(const Pool2dProblem& p, const T* dy, const Argmax& argmax, T* dx) {
   const int64_t C = p.C, HW = p.H * p.W, PQ = p.P * p.Q;
+  if constexpr (std::is_same_v<T, float> && std::is_same_v<Argmax, TapArgmax>) {
+    if (use_avx2()) return bprop_channels_last_taps_gather(p, dy, argmax, dx);
+  }
   const int64_t threads = at::get_num_threads();
   int64_t blocks = std::max<int64_t>(1, (4 * threads + p.N - 1) / p.N);
   const int64_t min_block = channel_block<T>();

@@ -215,7 +215,28 @@ FC_AVX2 void taps_2x2_plane(const float* dy, const uint8_t* taps, int64_t P, int
   }
 }
 
+// ------------------------------------------------------------------------------ channels_last backward
+FC_AVX2 void cl_taps_pixel(const float* dy_image, const uint8_t* taps_image, const Cover* covers, int64_t n_covers,
+                           int64_t C, int64_t c_end, float* dx_pixel) {
+  for (int64_t c = 0; c < c_end; c += 8) {
+    __m256 sum = _mm256_setzero_ps();
+    for (int64_t k = 0; k < n_covers; ++k) {
+      int64_t tap_bytes;
+      std::memcpy(&tap_bytes, taps_image + covers[k].j * C + c, 8);
+      const __m256i t = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(tap_bytes));
+      const __m256 hit = _mm256_castsi256_ps(_mm256_cmpeq_epi32(t, _mm256_set1_epi32(covers[k].tap)));
+      sum = _mm256_add_ps(sum, _mm256_and_ps(hit, _mm256_loadu_ps(dy_image + covers[k].j * C + c)));
+    }
+    _mm256_storeu_ps(dx_pixel + c, sum);
+  }
+}
+
 }  // namespace
+
+void bprop_channels_last_taps_pixel(const float* dy_image, const uint8_t* taps_image, const Cover* covers,
+                                    int64_t n_covers, int64_t C, int64_t c_end, float* dx_pixel) {
+  cl_taps_pixel(dy_image, taps_image, covers, n_covers, C, c_end, dx_pixel);
+}
 
 void bprop_nchw_taps_2x2_plane(const float* dy, const uint8_t* taps, int64_t P, int64_t Q, int64_t H, int64_t W,
                                float* dx) {
@@ -291,6 +312,7 @@ template <typename Index>
 void fprop_channels_last_row(const float*, int64_t, int64_t, Taps, const Taps*, int64_t, int64_t, int64_t,
                              ArgmaxSteps, int64_t, float*, Index*, bool) {}
 void bprop_nchw_taps_2x2_plane(const float*, const uint8_t*, int64_t, int64_t, int64_t, int64_t, float*) {}
+void bprop_channels_last_taps_pixel(const float*, const uint8_t*, const Cover*, int64_t, int64_t, int64_t, float*) {}
 FASTCONV_POOL_AVX2_INSTANTIATE(int64_t)
 FASTCONV_POOL_AVX2_INSTANTIATE(uint8_t)
 

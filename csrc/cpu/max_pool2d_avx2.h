@@ -65,4 +65,16 @@ void fprop_channels_last_row(const float* x, int64_t C, int64_t W, Taps r, const
 void bprop_nchw_taps_2x2_plane(const float* dy, const uint8_t* taps, int64_t P, int64_t Q, int64_t H, int64_t W,
                                float* dx);
 
+// channels_last backward from tap numbers as a gather: one input pixel's gradient, channels [0, c_end)
+// (a multiple of 8), summed over the windows that hold the pixel as a tap (covers, in output order: the
+// window's output pixel j and the pixel's tap number there), each a compare and a masked add. The
+// pixel is written once: no zero-fill pass, no read-modify-write of the image. Bitwise the scatter's
+// sum (same order; a masked +0 leaves a sum that started from +0 as it was).
+struct Cover {
+  int64_t j;
+  int32_t tap;
+};
+void bprop_channels_last_taps_pixel(const float* dy_image, const uint8_t* taps_image, const Cover* covers,
+                                    int64_t n_covers, int64_t C, int64_t c_end, float* dx_pixel);
+
 }  // namespace fastconv::cpu::pool_avx2
