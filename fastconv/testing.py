@@ -474,6 +474,9 @@ def _pool_values_case(fn, shape, dtype, layout, device, worst):
         raise _Mismatch(f"grad_input: dtype {gx.dtype}, expected {dtype}")
     n = math.ceil(shape.kernel[0] / (stride[0])) * math.ceil(shape.kernel[1] / (stride[1]))
     _compare(gx, gx_ref, gx_mag, n, dtype, "grad_input", worst)
+    # Without the indices an implementation may keep the argmax its own way (fastconv: one-byte taps).
+    (gx_plain,) = torch.autograd.grad(y_plain, x, _with_layout(dy64.to(device=device, dtype=dtype), layout))
+    _compare(gx_plain, gx_ref, gx_mag, n, dtype, "grad_input (return_indices=False)", worst)
 
 
 def _pool_gradcheck_case(fn, shape, device, second_order):
