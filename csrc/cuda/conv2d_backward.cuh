@@ -27,8 +27,7 @@ __global__ void __launch_bounds__(256)
   using acc = acc_t<scalar_t>;
   const int64_t total = p.input_numel();
   const int64_t Cg = p.C_per_group(), Kg = p.K_per_group();
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  FASTCONV_GRID_STRIDE_LOOP(int64_t, i, total) {
     int64_t t = i;
     const int64_t w = t % p.W; t /= p.W;
     const int64_t h = t % p.H; t /= p.H;

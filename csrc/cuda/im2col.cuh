@@ -24,8 +24,7 @@ template <typename scalar_t>
 __global__ void __launch_bounds__(kElementwiseThreads)
     im2col_kernel(Conv2dProblem p, int64_t count, const scalar_t* x, Strides4 xs, scalar_t* col) {
   const int64_t total = count * p.C * p.R * p.S * p.P * p.Q;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  FASTCONV_GRID_STRIDE_LOOP(int64_t, i, total) {
     int64_t t = i;
     const int64_t q = t % p.Q; t /= p.Q;
     const int64_t out_h = t % p.P; t /= p.P;
@@ -45,8 +44,7 @@ __global__ void __launch_bounds__(kElementwiseThreads)
   using acc = acc_t<scalar_t>;
   const int64_t total = count * p.C * p.H * p.W;
   const int64_t PQ = p.P * p.Q;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+  FASTCONV_GRID_STRIDE_LOOP(int64_t, i, total) {
     int64_t t = i;
     const int64_t w = t % p.W; t /= p.W;
     const int64_t h = t % p.H; t /= p.H;

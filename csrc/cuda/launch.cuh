@@ -15,6 +15,13 @@
 #include "../emulator/simt.h"
 #endif
 
+// The grid-stride loop over [0, total): each thread starts at its global index and steps by the whole
+// grid, so a grid capped at launch covers any size. index_t is int64_t, or int32_t where the host has
+// proven every index fits.
+#define FASTCONV_GRID_STRIDE_LOOP(index_t, i, total)                                             \
+  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (total);    \
+       i += static_cast<index_t>(gridDim.x) * blockDim.x)
+
 // Declares `T* name` pointing at the block's dynamic shared memory (the
 // dynamic_smem_bytes given to launch_kernel). 16-byte aligned on both
 // compilers; in the emulator it is filled with 0xFF bytes at block start.

@@ -180,8 +180,7 @@ __global__ void __launch_bounds__(kPoolThreadsPerBlock)
                                  typename Argmax::type* __restrict__ argmax, Pool2dProblem problem,
                                  index_t total) {
   const PoolGeometry<index_t> g(problem);
-  const index_t step = static_cast<index_t>(gridDim.x) * blockDim.x;
-  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
+  FASTCONV_GRID_STRIDE_LOOP(index_t, i, total) {
     const index_t q = i % g.Q;
     const index_t p = (i / g.Q) % g.P;
     const index_t nc = i / (g.Q * g.P);
@@ -197,8 +196,7 @@ __global__ void __launch_bounds__(kPoolThreadsPerBlock)
                                  typename Argmax::type* __restrict__ argmax, Pool2dProblem problem,
                                  index_t total) {
   const PoolGeometry<index_t> g(problem);
-  const index_t step = static_cast<index_t>(gridDim.x) * blockDim.x;
-  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
+  FASTCONV_GRID_STRIDE_LOOP(index_t, i, total) {
     const index_t c = i % g.C;
     const index_t pixel = i / g.C;  // (n * P + p) * Q + q
     const index_t q = pixel % g.Q;
@@ -216,8 +214,7 @@ __global__ void __launch_bounds__(kPoolThreadsPerBlock)
                                  const typename Argmax::type* __restrict__ argmax,
                                  scalar_t* __restrict__ grad_input, Pool2dProblem problem, index_t total) {
   const PoolGeometry<index_t> g(problem);
-  const index_t step = static_cast<index_t>(gridDim.x) * blockDim.x;
-  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
+  FASTCONV_GRID_STRIDE_LOOP(index_t, i, total) {
     const index_t w = i % g.W;
     const index_t h = (i / g.W) % g.H;
     const index_t nc = i / (g.W * g.H);
@@ -234,8 +231,7 @@ __global__ void __launch_bounds__(kPoolThreadsPerBlock)
                                  const typename Argmax::type* __restrict__ argmax,
                                  scalar_t* __restrict__ grad_input, Pool2dProblem problem, index_t total) {
   const PoolGeometry<index_t> g(problem);
-  const index_t step = static_cast<index_t>(gridDim.x) * blockDim.x;
-  for (index_t i = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += step) {
+  FASTCONV_GRID_STRIDE_LOOP(index_t, i, total) {
     const index_t c = i % g.C;
     const index_t pixel = i / g.C;  // (n * H + h) * W + w
     const index_t w = pixel % g.W;
