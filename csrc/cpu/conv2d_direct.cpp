@@ -12,19 +12,21 @@ namespace fastconv::cpu {
 
 namespace {
 
-// The input row each (output row, tap) reads, -1 for a zero: computed once, so the padding rule
-// (zeros, reflect, replicate, circular) stays out of the inner loops.
+// The input row (column) each (output row, tap) reads, -1 for a zero: computed once, so the padding rule
+// (zeros, reflect, replicate, circular) stays out of the inner loops. index(o, tap) is
+// Conv2dProblem::input_row or input_col.
+template <typename Index>
+std::vector<int64_t> input_coords(int64_t outputs, int64_t taps, Index index) {
+  std::vector<int64_t> coords(outputs * taps);
+  for (int64_t o = 0; o < outputs; ++o)
+    for (int64_t tap = 0; tap < taps; ++tap) coords[o * taps + tap] = index(o, tap);
+  return coords;
+}
 std::vector<int64_t> input_rows(const Conv2dProblem& p) {
-  std::vector<int64_t> rows(p.P * p.R);
-  for (int64_t out_h = 0; out_h < p.P; ++out_h)
-    for (int64_t r = 0; r < p.R; ++r) rows[out_h * p.R + r] = p.input_row(out_h, r);
-  return rows;
+  return input_coords(p.P, p.R, [&](int64_t o, int64_t r) { return p.input_row(o, r); });
 }
 std::vector<int64_t> input_cols(const Conv2dProblem& p) {
-  std::vector<int64_t> cols(p.Q * p.S);
-  for (int64_t out_w = 0; out_w < p.Q; ++out_w)
-    for (int64_t s = 0; s < p.S; ++s) cols[out_w * p.S + s] = p.input_col(out_w, s);
-  return cols;
+  return input_coords(p.Q, p.S, [&](int64_t o, int64_t s) { return p.input_col(o, s); });
 }
 
 template <typename T>
