@@ -325,13 +325,11 @@ void fprop_channels_last(const Pool2dProblem& p, const T* x, T* y, Index* indice
 }
 
 // --------------------------------------------------------------------------------------------- backward
-// Reads back where output j's gradient goes: its input position h * W + w in the plane, or -1 when the
-// argmax lies outside the input. That happens only for a window wholly in the padding (PyTorch seeds its
-// index past the plane; the taps form records tap 0, outside too): its output is the padding's -inf,
-// which no input moves, so its gradient goes nowhere. Either way a bad argmax cannot reach outside.
-// Each reader sums one NCHW plane of output gradients into its input plane (scatter_plane, in output
-// order), and hands out one Window per output position for channels_last, whose position(j) is the
-// input position of element j's argmax there, or -1.
+// The two readers of an argmax form scatter output gradients to the argmax's input position, in output
+// order: one NCHW plane (scatter_plane) or the channels of one channels_last output pixel
+// (scatter_pixel). An argmax outside the input comes only from a window wholly in the padding (PyTorch
+// seeds its index past the plane; the taps form records tap 0, outside too): its output is the padding's
+// -inf, which no input moves, so its gradient goes nowhere. Either way a bad argmax cannot reach outside.
 class FlatArgmax {
  public:
   FlatArgmax(const Pool2dProblem& p, const int64_t* indices) : indices_(indices), plane_size_(p.H * p.W) {}
@@ -355,15 +353,6 @@ class FlatArgmax {
       if (inside(index)) dx_image[index * C + c] += dy[c];
     }
   }
-
-  struct Window {
-    const FlatArgmax* reader;
-    int64_t position(int64_t j) const {
-      const int64_t index = reader->indices_[j];
-      return reader->inside(index) ? index : -1;
-    }
-  };
-  Window window(int64_t /*out_h*/, int64_t /*out_w*/) const { return {this}; }
 
  private:
   bool inside(int64_t index) const { return static_cast<uint64_t>(index) < static_cast<uint64_t>(plane_size_); }
@@ -431,6 +420,7 @@ class TapArgmax {
     }
   }
 
+  // A window's taps read back one at a time: element j's input position, or -1 (the border windows).
   struct Window {
     const TapArgmax* reader;
     int64_t origin_h, origin_w;
