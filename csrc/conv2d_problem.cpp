@@ -225,6 +225,22 @@ void check_taps_fit_byte(const char* op, const Pool2dProblem& p) {
               "]; use max_pool2d_fprop's int64 indices");
 }
 
+void check_pool2d_bprop_tensors(const char* op, const at::Tensor& grad_output, const at::Tensor& input,
+                                const at::Tensor& argmax, const char* argmax_name, at::ScalarType argmax_dtype,
+                                const Pool2dProblem& p) {
+  TORCH_CHECK(grad_output.device() == input.device() && argmax.device() == input.device(), op,
+              ": expected grad_output, input and ", argmax_name, " on one device, but got ", grad_output.device(),
+              ", ", input.device(), " and ", argmax.device());
+  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(), op, ": expected grad_output of the input's dtype ",
+              input.scalar_type(), ", but got ", grad_output.scalar_type());
+  TORCH_CHECK(argmax.scalar_type() == argmax_dtype, op, ": expected ", argmax_dtype == at::kByte ? "uint8 " : "int64 ",
+              argmax_name, ", but got ", argmax.scalar_type());
+  const int64_t out_size_data[4] = {p.N, p.C, p.P, p.Q};
+  const c10::IntArrayRef out_size(out_size_data);
+  TORCH_CHECK(grad_output.sizes() == out_size && argmax.sizes() == out_size, op, ": expected grad_output and ",
+              argmax_name, " of size ", out_size, ", but got ", grad_output.sizes(), " and ", argmax.sizes());
+}
+
 void check_pool2d_input(const char* op, const at::Tensor& input) {
   TORCH_CHECK(at::isFloatingType(input.scalar_type()), op, ": expected a floating point input, but got dtype ",
               input.scalar_type());

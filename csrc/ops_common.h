@@ -33,6 +33,12 @@ Pool2dProblem make_pool2d_problem(c10::IntArrayRef input_size, c10::IntArrayRef 
 void check_pool2d_input(const char* op, const at::Tensor& input);
 // The taps ops (_max_pool2d_fprop_taps/_bprop_taps) need R * S <= 256.
 void check_taps_fit_byte(const char* op, const Pool2dProblem& p);
+// The pooling backward's tensor checks, shared by every backend (each checks its device type first):
+// grad_output of the input's dtype, the argmax (argmax_name: "indices" or "taps") of its form's dtype, all
+// on one device, grad_output and the argmax of p's output size.
+void check_pool2d_bprop_tensors(const char* op, const at::Tensor& grad_output, const at::Tensor& input,
+                                const at::Tensor& argmax, const char* argmax_name, at::ScalarType argmax_dtype,
+                                const Pool2dProblem& p);
 
 // Every kernel output is allocated here: when poisoning is on (tests), floating outputs are filled
 // with NaN, uint8 outputs with 255 and other integer outputs with INT64_MIN, so an element a kernel forgot

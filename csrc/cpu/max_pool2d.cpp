@@ -685,19 +685,9 @@ at::Tensor bprop_op(const char* op, const char* argmax_name, const at::Tensor& g
                     const at::Tensor& argmax, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                     at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
   check_pool2d_input(op, input);
-  TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(), op, ": expected grad_output of the input's dtype ",
-              input.scalar_type(), ", but got grad_output of dtype ", grad_output.scalar_type());
-  TORCH_CHECK(argmax.scalar_type() == c10::CppTypeToScalarType<Index>(), op, ": expected ",
-              kTapsForm<Index> ? "uint8 " : "int64 ", argmax_name, ", but got ", argmax.scalar_type());
-  TORCH_CHECK(grad_output.device() == input.device() && argmax.device() == input.device(), op,
-              ": expected grad_output, input and ", argmax_name, " on one device, but got ", grad_output.device(),
-              ", ", input.device(), " and ", argmax.device());
   const Pool2dProblem p = make_pool2d_problem(input.sizes(), kernel_size, stride, padding, dilation, ceil_mode);
   if constexpr (kTapsForm<Index>) check_taps_fit_byte(op, p);
-  const int64_t out_size_data[4] = {p.N, p.C, p.P, p.Q};
-  const at::IntArrayRef out_size(out_size_data);
-  TORCH_CHECK(grad_output.sizes() == out_size && argmax.sizes() == out_size, op, ": expected grad_output and ",
-              argmax_name, " of size ", out_size, ", but got ", grad_output.sizes(), " and ", argmax.sizes());
+  check_pool2d_bprop_tensors(op, grad_output, input, argmax, argmax_name, c10::CppTypeToScalarType<Index>(), p);
   const at::MemoryFormat format = input.suggest_memory_format();
   at::Tensor grad_input = new_output({p.N, p.C, p.H, p.W}, grad_output.options(), format);
   if (p.N == 0) return grad_input;

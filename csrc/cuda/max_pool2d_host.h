@@ -41,7 +41,7 @@ inline at::MemoryFormat pool_memory_format(const at::Tensor& input) {
                                                                            : at::MemoryFormat::Contiguous;
 }
 
-// What the host says about each form of the argmax: the ops' names, the argument's name and dtype, and the
+// What the host says about each form of the argmax: the ops' names, the argument's name, and the
 // check that the window's taps fit the form.
 template <typename Argmax>
 struct PoolArgmaxOps;
@@ -51,7 +51,6 @@ struct PoolArgmaxOps<FlatIndexArgmax> {
   static constexpr const char* fprop = "max_pool2d_fprop";
   static constexpr const char* bprop = "_max_pool2d_bprop";
   static constexpr const char* name = "indices";
-  static constexpr const char* dtype_name = "int64";
   static void check_problem(const char*, const Pool2dProblem&) {}
 };
 
@@ -60,7 +59,6 @@ struct PoolArgmaxOps<TapArgmax> {
   static constexpr const char* fprop = "_max_pool2d_fprop_taps";
   static constexpr const char* bprop = "_max_pool2d_bprop_taps";
   static constexpr const char* name = "taps";
-  static constexpr const char* dtype_name = "uint8";
   static void check_problem(const char* op, const Pool2dProblem& p) { check_taps_fit_byte(op, p); }
 };
 
@@ -119,20 +117,10 @@ at::Tensor max_pool2d_bprop_host(const at::Tensor& grad_output_, const at::Tenso
   Backend::check_device(op, input_);
   Backend::check_device(op, grad_output_);
   Backend::check_device(op, argmax_);
-  TORCH_CHECK(grad_output_.device() == input_.device() && argmax_.device() == input_.device(), op,
-              ": expected grad_output, input and ", Ops::name, " on one device, but got ", grad_output_.device(),
-              ", ", input_.device(), " and ", argmax_.device());
-  TORCH_CHECK(grad_output_.scalar_type() == input_.scalar_type(), op,
-              ": expected grad_output of the input's dtype ", input_.scalar_type(), ", but got ",
-              grad_output_.scalar_type());
-  TORCH_CHECK(argmax_.scalar_type() == c10::CppTypeToScalarType<argmax_t>::value, op, ": expected ",
-              Ops::dtype_name, " ", Ops::name, ", but got ", argmax_.scalar_type());
   const Pool2dProblem p = make_pool2d_problem(input_.sizes(), kernel_size, stride, padding, dilation, ceil_mode);
   Ops::check_problem(op, p);
-  const std::vector<int64_t> out_size{p.N, p.C, p.P, p.Q};
-  TORCH_CHECK(grad_output_.sizes() == c10::IntArrayRef(out_size) && argmax_.sizes() == c10::IntArrayRef(out_size),
-              op, ": expected grad_output and ", Ops::name, " of size ", c10::IntArrayRef(out_size), ", but got ",
-              grad_output_.sizes(), " and ", argmax_.sizes());
+  check_pool2d_bprop_tensors(op, grad_output_, input_, argmax_, Ops::name,
+                             c10::CppTypeToScalarType<argmax_t>::value, p);
   typename Backend::Guard guard(input_);
 
   // grad_input takes the input's layout; grad_output and the argmax are brought to it.
