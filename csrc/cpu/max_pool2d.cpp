@@ -420,6 +420,9 @@ class TapArgmax {
     }
   }
 
+  const uint8_t* taps() const { return taps_; }
+
+ private:
   // A window's taps read back one at a time: element j's input position, or -1 (the border windows).
   struct Window {
     const TapArgmax* reader;
@@ -440,7 +443,6 @@ class TapArgmax {
             rows_.interior(out_h) && cols_.interior(out_w)};
   }
 
- private:
   // One axis: outputs [lo, hi) have their whole window inside [0, extent).
   struct Axis {
     int64_t size, stride, pad, lo, hi;
@@ -460,11 +462,6 @@ class TapArgmax {
   const uint8_t* taps_;
   int64_t H_, W_;
   Axis rows_, cols_;
-
- public:
-  const uint8_t* taps() const { return taps_; }
-
- private:
   std::array<int64_t, Pool2dProblem::kMaxByteTaps> tap_row_, tap_col_, tap_offset_;
 };
 
@@ -541,8 +538,6 @@ void bprop_nchw(const Pool2dProblem& p, const T* dy, const Argmax& argmax, T* dx
   });
 }
 
-// Parallel over (image, channel block): a block of channels of one image is one thread's, scattered into
-// in output order; blocks split the channels only when there are too few images to feed the threads.
 // The windows holding each input coordinate along one axis as a tap, in output order: (o, k) with
 // o * stride - pad + k * dilation == x, listed for x in [begin[x], begin[x + 1]).
 struct AxisCovers {
@@ -607,6 +602,8 @@ void bprop_channels_last_taps_gather(const Pool2dProblem& p, const T* dy, const 
   });
 }
 
+// Parallel over (image, channel block): a block of channels of one image is one thread's, scattered into
+// in output order; blocks split the channels only when there are too few images to feed the threads.
 template <typename T, typename Argmax>
 void bprop_channels_last(const Pool2dProblem& p, const T* dy, const Argmax& argmax, T* dx) {
   const int64_t C = p.C, HW = p.H * p.W, PQ = p.P * p.Q;
@@ -627,12 +624,8 @@ void bprop_channels_last(const Pool2dProblem& p, const T* dy, const Argmax& argm
       const int64_t n = item / blocks, c0 = item % blocks * block, c1 = std::min(C, c0 + block);
       T* dx_image = dx + n * HW * C;
       const T* dy_image = dy + n * PQ * C;
-      if (c0 == 0 && c1 == C) {
-        std::memset(dx_image, 0, HW * C * sizeof(T));
-      } else {
-        for (int64_t pixel = 0; pixel < HW; ++pixel) {
-          std::fill(dx_image + pixel * C + c0, dx_image + pixel * C + c1, T(0));
-        }
+      for (int64_t pixel = 0; pixel < HW; ++pixel) {
+        std::fill(dx_image + pixel * C + c0, dx_image + pixel * C + c1, T(0));
       }
       for (int64_t out_h = 0, j = 0; out_h < p.P; ++out_h) {
         for (int64_t out_w = 0; out_w < p.Q; ++out_w, ++j) {

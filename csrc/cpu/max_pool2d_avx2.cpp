@@ -59,6 +59,13 @@ FC_AVX2_INLINE void stream_indices(int64_t* out, __m256i id) {
   _mm256_stream_si256(reinterpret_cast<__m256i*>(out + 4), _mm256_cvtepi32_epi64(_mm256_extracti128_si256(id, 1)));
 }
 
+// 8 tap numbers (bytes) widened to int32 lanes, and back: the argmax lanes' width.
+FC_AVX2_INLINE __m256i load_taps(const uint8_t* in) {
+  int64_t bytes;
+  std::memcpy(&bytes, in, 8);
+  return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(bytes));
+}
+
 // Tap numbers (0..255) narrowed to 8 bytes. Never streamed: an eighth of the int64 indices' lines.
 FC_AVX2_INLINE void store_taps(uint8_t* out, __m256i id) {
   const __m128i words = _mm_packus_epi32(_mm256_castsi256_si128(id), _mm256_extracti128_si256(id, 1));
@@ -197,9 +204,7 @@ FC_AVX2 void taps_2x2_plane(const float* dy, const uint8_t* taps, int64_t P, int
     const int32_t left = static_cast<int32_t>(2 * (h % 2)), right = left + 1;  // this row's two taps
     int64_t q = 0;
     for (; q < q_vec; q += 8) {
-      int64_t tap_bytes;
-      std::memcpy(&tap_bytes, tap_row + q, 8);
-      const __m256i t = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(tap_bytes));
+      const __m256i t = load_taps(tap_row + q);
       const __m256 g = _mm256_loadu_ps(dy_row + q);
       const __m256 a = _mm256_add_ps(_mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(t, _mm256_set1_epi32(left))), g), zero);
       const __m256 b = _mm256_add_ps(_mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(t, _mm256_set1_epi32(right))), g), zero);
@@ -221,9 +226,7 @@ FC_AVX2 void cl_taps_pixel(const float* dy_image, const uint8_t* taps_image, con
   for (int64_t c = 0; c < c_end; c += 8) {
     __m256 sum = _mm256_setzero_ps();
     for (int64_t k = 0; k < n_covers; ++k) {
-      int64_t tap_bytes;
-      std::memcpy(&tap_bytes, taps_image + covers[k].j * C + c, 8);
-      const __m256i t = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(tap_bytes));
+      const __m256i t = load_taps(taps_image + covers[k].j * C + c);
       const __m256 hit = _mm256_castsi256_ps(_mm256_cmpeq_epi32(t, _mm256_set1_epi32(covers[k].tap)));
       sum = _mm256_add_ps(sum, _mm256_and_ps(hit, _mm256_loadu_ps(dy_image + covers[k].j * C + c)));
     }
