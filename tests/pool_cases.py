@@ -1,7 +1,8 @@
 """The max_pool2d NaN / ±inf / tie cases, once, for every implementation's tests: the float64 reference
 (test_reference.py), fastconv's CPU kernel (test_max_pool2d.py) and the CUDA kernel, emulated and on a GPU
 (test_cuda_max_pool2d.py). The rules are PyTorch's: a NaN beats any number and the last NaN in row-major
-scan order wins; among equal maxima the first wins; padding is never chosen."""
+scan order wins; among equal maxima the first wins; padding is never chosen. Also the two helpers the
+taps pair's tests share, written from the definitions, not from the product code."""
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,3 +56,26 @@ PLANE_CASES = [
     PlaneCase("all_neg_inf_with_padding", np.full((3, 3), -INF).tolist(), (3, 2, 1),
               [[-INF, -INF], [-INF, -INF]], [[0, 1], [3, 4]]),
 ]
+
+
+# ---------------------------------------------------------------------------------------- taps helpers
+def window_all_padding(size, out, kernel, stride, pad, dilation):
+    """Per output position along one axis: True when no tap of the window lands inside [0, size)."""
+    return np.array([all(not 0 <= o * stride - pad + r * dilation < size for r in range(kernel))
+                     for o in range(out)])
+
+
+def all_padding_mask(shape, P, Q, kernel, stride, padding, dilation):
+    rows = window_all_padding(shape[-2], P, kernel[0], stride[0], padding[0], dilation[0])
+    cols = window_all_padding(shape[-1], Q, kernel[1], stride[1], padding[1], dilation[1])
+    return rows[:, None] | cols[None, :]
+
+
+def tap_positions(taps, kernel, stride, padding, dilation):
+    """Input coordinates (h, w) of each recorded tap: h = p*sh - ph + (t // S)*dh, w = q*sw - pw + (t % S)*dw."""
+    t = taps.cpu().numpy().astype(np.int64)
+    P, Q = t.shape[-2:]
+    p, q = np.arange(P)[:, None], np.arange(Q)[None, :]
+    h = p * stride[0] - padding[0] + (t // kernel[1]) * dilation[0]
+    w = q * stride[1] - padding[1] + (t % kernel[1]) * dilation[1]
+    return h, w

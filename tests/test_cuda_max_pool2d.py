@@ -21,7 +21,7 @@ import fastconv
 import fastconv.emulation
 from fastconv.reference import max_pool2d_bprop, max_pool2d_fprop
 
-from pool_cases import INF, NAN, PLANE_CASES, ROW_CASES, row_id
+from pool_cases import INF, NAN, PLANE_CASES, ROW_CASES, all_padding_mask, row_id, tap_positions
 
 
 class Backend:
@@ -44,18 +44,6 @@ HYPOTHESIS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, He
 
 def has_native_cpu_pool():
     return torch._C._dispatch_has_kernel_for_dispatch_key("fastconv::max_pool2d_fprop", "CPU")
-
-
-def window_all_padding(size, out, kernel, stride, pad, dilation):
-    """Per output position along one axis: True when no tap of the window lands inside [0, size)."""
-    return np.array([all(not 0 <= o * stride - pad + r * dilation < size for r in range(kernel))
-                     for o in range(out)])
-
-
-def all_padding_mask(shape, P, Q, kernel, stride, padding, dilation):
-    rows = window_all_padding(shape[-2], P, kernel[0], stride[0], padding[0], dilation[0])
-    cols = window_all_padding(shape[-1], Q, kernel[1], stride[1], padding[1], dilation[1])
-    return rows[:, None] | cols[None, :]
 
 
 # ------------------------------------------------------------------------------------------------ problems
@@ -335,16 +323,6 @@ def test_emulated_rejects_cuda_tensors_and_cuda_ops_reject_cpu():
 # uint8 tap number t = r * S + s in the window. Oracles: the backend's own int64 pair (itself checked against
 # torch above) and torch; taps are turned into positions here by their definition, not by the product code.
 TAPS_DTYPES = [torch.float32, torch.float64, torch.float16]
-
-
-def tap_positions(taps, kernel, stride, padding, dilation):
-    """Input coordinates (h, w) of each recorded tap: h = p*sh - ph + (t // S)*dh, w = q*sw - pw + (t % S)*dw."""
-    t = taps.cpu().numpy().astype(np.int64)
-    P, Q = t.shape[-2:]
-    p, q = np.arange(P)[:, None], np.arange(Q)[None, :]
-    h = p * stride[0] - padding[0] + (t // kernel[1]) * dilation[0]
-    w = q * stride[1] - padding[1] + (t % kernel[1]) * dilation[1]
-    return h, w
 
 
 def check_taps_pair(backend, x, kernel, stride, padding, dilation, ceil_mode, seed=0):

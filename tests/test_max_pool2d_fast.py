@@ -15,6 +15,8 @@ import torch.nn.functional as F
 import fastconv
 from fastconv import reference
 
+from pool_cases import all_padding_mask, tap_positions
+
 NAN, INF = float("nan"), float("inf")
 CL = torch.channels_last
 
@@ -65,27 +67,21 @@ def check_taps(x, kernel, stride, padding, dilation, ceil_mode, y, idx, grad):
     y_taps, taps = torch.ops.fastconv._max_pool2d_fprop_taps(x, *args)
     torch.testing.assert_close(y_taps, y, rtol=0, atol=0, equal_nan=True)
     assert taps.dtype == torch.uint8 and taps.stride() == idx.stride()
-    t = taps.long()
-    P, Q = t.shape[-2:]
-    h = torch.arange(P).view(P, 1) * stride[0] - padding[0] + t.div(kernel[1], rounding_mode="floor") * dilation[0]
-    w = torch.arange(Q).view(1, Q) * stride[1] - padding[1] + t.remainder(kernel[1]) * dilation[1]
+    h, w = tap_positions(taps, kernel, stride, padding, dilation)
     H, W = x.shape[-2:]
+    P, Q = taps.shape[-2:]
     inside = (h >= 0) & (h < H) & (w >= 0) & (w < W)
     # Exactly the windows wholly in the padding record a tap outside the input. PyTorch's index for
     # them is a seed past the plane, or one that wraps onto a pixel of the next row, where its CPU
     # backward then sends the gradient of a -inf; the taps form sends it nowhere (the output depends on
     # no input; PyTorch's CUDA backward does the same).
-    def some_tap_inside(out, k, s, pad, d, size):
-        taps_at = torch.arange(out).view(-1, 1) * s - pad + torch.arange(k).view(1, -1) * d
-        return ((taps_at >= 0) & (taps_at < size)).any(1)
-    live = some_tap_inside(P, kernel[0], stride[0], padding[0], dilation[0], H).view(P, 1) & \
-        some_tap_inside(Q, kernel[1], stride[1], padding[1], dilation[1], W).view(1, Q)
-    assert torch.equal(inside, live.expand_as(inside))
-    assert torch.equal(torch.where(inside, h * W + w, -1), torch.where(inside, idx, -1))
+    dead = all_padding_mask(x.shape, P, Q, kernel, stride, padding, dilation)
+    np.testing.assert_array_equal(inside, np.broadcast_to(~dead, inside.shape))
+    np.testing.assert_array_equal(np.where(inside, h * W + w, -1), np.where(inside, idx.numpy(), -1))
     if grad:
         dy = torch.randn(y.shape, dtype=y.dtype).contiguous(memory_format=torch.preserve_format)
         dx_taps = torch.ops.fastconv._max_pool2d_bprop_taps(dy, x, taps, *args)
-        dx = torch.ops.fastconv._max_pool2d_bprop(dy * inside, x, idx, *args)
+        dx = torch.ops.fastconv._max_pool2d_bprop(dy * torch.from_numpy(inside), x, idx, *args)
         assert torch.equal(dx_taps, dx) and dx_taps.stride() == dx.stride()
 
 
