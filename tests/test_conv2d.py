@@ -209,3 +209,13 @@ def test_algorithm_name_is_checked():
     with pytest.raises(ValueError, match="algorithm"):
         torch.ops.fastconv.conv2d_fprop(torch.randn(1, 1, 3, 3), torch.randn(1, 1, 1, 1), None, [1, 1], [0, 0],
                                         [1, 1], 1, "winograd")
+
+
+@pytest.mark.parametrize("conv", [fastconv.conv2d, fastconv.emulation.conv2d], ids=["cpu", "emulated"])
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_strided_bias(conv, algorithm):
+    # A bias that is a strided view (every other element; a complex bias's .real is one) is read by its
+    # strides, not as if it were dense.
+    x, w = torch.randn(2, 4, 7, 7, dtype=torch.float64), torch.randn(6, 4, 3, 3, dtype=torch.float64)
+    b = torch.randn(12, dtype=torch.float64)[::2]
+    torch.testing.assert_close(conv(x, w, b, padding=1, algorithm=algorithm), F.conv2d(x, w, b, padding=1))

@@ -188,8 +188,11 @@ at::Tensor conv2d_fprop(const at::Tensor& input, const at::Tensor& weight, const
   }
   const Conv2dProblem p =
       make_conv2d_problem(input.sizes(), weight.sizes(), stride, padding, dilation, groups, padding_mode);
-  const at::Tensor bias_tensor = bias.has_value() ? *bias : at::Tensor();
-  if (bias_tensor.defined()) check_conv2d_bias(p, input, bias_tensor);
+  at::Tensor bias_tensor = bias.has_value() ? *bias : at::Tensor();
+  if (bias_tensor.defined()) {
+    check_conv2d_bias(p, input, bias_tensor);
+    bias_tensor = bias_tensor.contiguous();  // the kernels index it densely (a strided bias, e.g. a complex's .real)
+  }
   const Conv2dAlgorithm chosen = choose(p, Conv2dPass::Fprop, input, algorithm);
   at::Tensor output =
       new_output({p.N, p.K, p.P, p.Q}, input.options(), conv2d_output_memory_format(input, weight));
