@@ -2,17 +2,15 @@
 source that nvcc compiles, executed thread by thread, so machines without a GPU still test it.
 Same signatures as fastconv.conv2d / fastconv.max_pool2d, differentiable through the emulated
 backward kernels (torch.ops.fastconv_emulated)."""
-import torch
-
-from . import ops
+from . import derivatives, ops
 
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto",
            padding_mode="zeros"):
-    return ops.conv2d_with(torch.ops.fastconv_emulated, input, weight, bias, stride, padding, dilation, groups,
+    return ops.conv2d_with(derivatives.ops("fastconv_emulated"), input, weight, bias, stride, padding, dilation, groups,
                            algorithm, padding_mode)
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
-    return ops.max_pool2d_with(torch.ops.fastconv_emulated, input, kernel_size, stride, padding, dilation,
+    return ops.max_pool2d_with(derivatives.ops("fastconv_emulated"), input, kernel_size, stride, padding, dilation,
                                ceil_mode, return_indices)

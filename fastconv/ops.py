@@ -6,6 +6,7 @@ import torch
 from torch._prims_common import suggest_memory_format
 
 from . import _C  # noqa: F401  (loading the extension registers torch.ops.fastconv)
+from . import derivatives
 
 ALGORITHMS = ("auto", "direct", "im2col", "im2col_blas", "direct_simple")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -65,6 +66,11 @@ def _batched(input, op, ndim=4):
     )
 
 
+def _check_tensor(op, name, position, value):
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{op}(): argument '{name}' (position {position}) must be Tensor, not {type(value).__name__}")
+
+
 def _check_algorithm(algorithm):
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, but got {algorithm!r}")
@@ -84,18 +90,21 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     choice of algorithm ("auto", "direct", "im2col", or "im2col_blas" for comparison) and torch.nn.Conv2d's
     padding_mode ("zeros", "reflect", "replicate", "circular"), which the kernels apply as they read the
     input (no padded copy)."""
-    return conv2d_with(torch.ops.fastconv, input, weight, bias, stride, padding, dilation, groups, algorithm,
+    return conv2d_with(derivatives.ops("fastconv"), input, weight, bias, stride, padding, dilation, groups, algorithm,
                        padding_mode)
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
     """fastconv's max_pool2d, mirroring torch.nn.functional.max_pool2d in every argument."""
-    return max_pool2d_with(torch.ops.fastconv, input, kernel_size, stride, padding, dilation, ceil_mode,
+    return max_pool2d_with(derivatives.ops("fastconv"), input, kernel_size, stride, padding, dilation, ceil_mode,
                            return_indices)
 
 
 def conv2d_with(ops, input, weight, bias, stride, padding, dilation, groups, algorithm, padding_mode="zeros"):
-    """conv2d on one operator library: torch.ops.fastconv (native kernels) or torch.ops.fastconv_emulated."""
+    """conv2d on one operator library, derivatives.ops("fastconv") (native kernels) or
+    derivatives.ops("fastconv_emulated")."""
+    _check_tensor("conv2d", "input", 1, input)
+    _check_tensor("conv2d", "weight", 2, weight)
     _check_algorithm(algorithm)
     _check_padding_mode(padding_mode)
     input, unbatched = _batched(input, "conv2d")
@@ -107,15 +116,49 @@ def conv2d_with(ops, input, weight, bias, stride, padding, dilation, groups, alg
     stride = _pair("stride", stride)
     dilation = _pair("dilation", dilation)
     padding = _conv_padding(padding, weight, stride, dilation)
-    if algorithm == "auto" and ops is torch.ops.fastconv:
+    if algorithm == "auto" and ops.namespace == "fastconv":
         from .tuning import maybe_autotune
 
         maybe_autotune(input, weight, bias, stride, padding, dilation, groups, padding_mode)
-    out = ops.conv2d_fprop(input, weight, bias, stride, padding, dilation, groups, algorithm, padding_mode)
+    args = (stride, padding, dilation, groups, algorithm, padding_mode)
+    if input.is_complex() or weight.is_complex() or (bias is not None and bias.is_complex()):
+        out = _complex_conv2d(ops, input, weight, bias, *args)
+    else:
+        out = ops.conv2d_fprop(input, weight, bias, *args)
+    if input.shape[1] == 0:
+        # PyTorch's quirk, kept for drop-in parity: with no input channels its output has no channels
+        # either (not K channels of bias). Narrowing the K-channel result keeps every argument in the
+        # graph, so each gradient is zeros of its own shape, as PyTorch's.
+        out = out.narrow(1, 0, 0)
     return out.squeeze(0) if unbatched else out
 
 
+def _complex_conv2d(ops, input, weight, bias, *args):
+    """Complex conv2d through the real kernels in Gauss's three-multiplication form, as PyTorch computes
+    it: a = conv(xr, wr) + br, b = conv(xi, wi), c = conv(xr + xi, wr + wi) + br + bi; the output is
+    a - b + i(c - a - b). Made of differentiable ops, so autograd gives PyTorch's (conjugate Wirtinger)
+    gradients of complex inputs, and every transform of the real ops carries over."""
+    if not (input.dtype == weight.dtype and (bias is None or bias.dtype == input.dtype)):
+        dtypes = f"input {input.dtype}, weight {weight.dtype}" + ("" if bias is None else f", bias {bias.dtype}")
+        raise RuntimeError(f"conv2d: expected input, weight and bias of one dtype, but got {dtypes}")
+    layout = _output_memory_format(input, weight)
+
+    def parts(t):
+        return t.real.contiguous(memory_format=layout), t.imag.contiguous(memory_format=layout)
+
+    x_re, x_im = parts(input)
+    w_re, w_im = parts(weight)
+    b_re = b_sum = None
+    if bias is not None:
+        b_re, b_sum = bias.real, bias.real + bias.imag
+    a = ops.conv2d_fprop(x_re, w_re, b_re, *args)
+    b = ops.conv2d_fprop(x_im, w_im, None, *args)
+    c = ops.conv2d_fprop(x_re + x_im, w_re + w_im, b_sum, *args)
+    return torch.complex(a - b, c - a - b)
+
+
 def max_pool2d_with(ops, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+    _check_tensor("max_pool2d", "input", 1, input)
     input, unbatched = _batched(input, "max_pool2d")
     if unbatched:
         # PyTorch pools a 3-D input as a contiguous one (a 3-D tensor has no channels_last), so its
@@ -226,139 +269,10 @@ def _register_pool_fakes(ns):
     torch.library.register_fake(f"{ns}::_max_pool2d_bprop_taps", pool_bprop_fake)
 
 
-# ----------------------------------------------------------------------------------------------------
-# Autograd. Every op is linear in each tensor argument, so each backward is again made of fastconv
-# ops, and gradients of any order work (gradgradcheck).
-# ----------------------------------------------------------------------------------------------------
-def _register_conv_autograd(ns):
-    ops = getattr(torch.ops, ns)
-    fprop, dgrad, wgrad, bgrad = ops.conv2d_fprop, ops._conv2d_dgrad, ops._conv2d_wgrad, ops._conv2d_bgrad
-
-    def fprop_setup(ctx, inputs, output):
-        input, weight, bias, *params = inputs
-        ctx.save_for_backward(input, weight)
-        ctx.params = params
-        ctx.has_bias = bias is not None
-
-    def fprop_backward(ctx, grad):
-        input, weight = ctx.saved_tensors
-        grad_input = grad_weight = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_input = dgrad(grad, weight, input.shape, *ctx.params)
-        if ctx.needs_input_grad[1]:
-            grad_weight = wgrad(grad, input, weight.shape, *ctx.params)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = bgrad(grad)
-        return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
-
-    torch.library.register_autograd(f"{ns}::conv2d_fprop", fprop_backward, setup_context=fprop_setup)
-
-    # dgrad(dy, w) = the input gradient; its own gradients: d/d(dy) = fprop(g, w), d/dw = wgrad(dy, g).
-    def dgrad_setup(ctx, inputs, output):
-        grad_output, weight, input_size, *params = inputs
-        ctx.save_for_backward(grad_output, weight)
-        ctx.params = params
-
-    def dgrad_backward(ctx, grad):
-        grad_output, weight = ctx.saved_tensors
-        d_grad_output = d_weight = None
-        if ctx.needs_input_grad[0]:
-            d_grad_output = fprop(grad, weight, None, *ctx.params)
-        if ctx.needs_input_grad[1]:
-            d_weight = wgrad(grad_output, grad, weight.shape, *ctx.params)
-        return d_grad_output, d_weight, None, None, None, None, None, None, None
-
-    torch.library.register_autograd(f"{ns}::_conv2d_dgrad", dgrad_backward, setup_context=dgrad_setup)
-
-    # wgrad(dy, x) = the weight gradient; d/d(dy) = fprop(x, g), d/dx = dgrad(dy, g).
-    def wgrad_setup(ctx, inputs, output):
-        grad_output, input, weight_size, *params = inputs
-        ctx.save_for_backward(grad_output, input)
-        ctx.params = params
-
-    def wgrad_backward(ctx, grad):
-        grad_output, input = ctx.saved_tensors
-        d_grad_output = d_input = None
-        if ctx.needs_input_grad[0]:
-            d_grad_output = fprop(input, grad, None, *ctx.params)
-        if ctx.needs_input_grad[1]:
-            d_input = dgrad(grad_output, grad, input.shape, *ctx.params)
-        return d_grad_output, d_input, None, None, None, None, None, None, None
-
-    torch.library.register_autograd(f"{ns}::_conv2d_wgrad", wgrad_backward, setup_context=wgrad_setup)
-
-    def bgrad_setup(ctx, inputs, output):
-        ctx.grad_output_shape = inputs[0].shape
-
-    def bgrad_backward(ctx, grad):
-        return grad.view(1, -1, 1, 1).expand(ctx.grad_output_shape)
-
-    torch.library.register_autograd(f"{ns}::_conv2d_bgrad", bgrad_backward, setup_context=bgrad_setup)
-
-
-def _register_pool_autograd(ns):
-    ops = getattr(torch.ops, ns)
-
-    def fprop_setup(ctx, inputs, output):
-        input, *params = inputs
-        ctx.save_for_backward(input, output[1])
-        ctx.params = params
-
-    def fprop_backward(ctx, grad_output, _grad_indices):
-        input, indices = ctx.saved_tensors
-        grad_input = ops._max_pool2d_bprop(grad_output, input, indices, *ctx.params)
-        return grad_input, None, None, None, None, None
-
-    torch.library.register_autograd(f"{ns}::max_pool2d_fprop", fprop_backward, setup_context=fprop_setup)
-
-    def taps_backward(ctx, grad_output, _grad_taps):
-        input, taps = ctx.saved_tensors
-        grad_input = ops._max_pool2d_bprop_taps(grad_output, input, taps, *ctx.params)
-        return grad_input, None, None, None, None, None
-
-    torch.library.register_autograd(f"{ns}::_max_pool2d_fprop_taps", taps_backward, setup_context=fprop_setup)
-
-    # The backward routes each output gradient to its argmax, so its own gradient gathers from there.
-    def bprop_setup(ctx, inputs, output):
-        ctx.save_for_backward(inputs[2])
-
-    def taps_bprop_setup(ctx, inputs, output):
-        grad_output, input, taps, *params = inputs
-        ctx.save_for_backward(_flat_indices(taps, input.shape, *params[:4]))
-
-    def bprop_backward(ctx, grad):
-        (indices,) = ctx.saved_tensors
-        # An index outside the plane (a window wholly in the padding) received no gradient in the
-        # backward, so its output's gradient-of-gradient is zero; clamp it so the gather stays in bounds.
-        plane = grad.shape[2] * grad.shape[3]
-        flat = indices.flatten(2)
-        inside = (flat >= 0) & (flat < plane)
-        gathered = grad.flatten(2).gather(2, flat.clamp(0, plane - 1))
-        gathered = torch.where(inside, gathered, torch.zeros_like(gathered)).view(indices.shape)
-        return gathered, None, None, None, None, None, None, None
-
-    torch.library.register_autograd(f"{ns}::_max_pool2d_bprop", bprop_backward, setup_context=bprop_setup)
-    torch.library.register_autograd(f"{ns}::_max_pool2d_bprop_taps", bprop_backward, setup_context=taps_bprop_setup)
-
-
-def _flat_indices(taps, input_size, kernel_size, stride, padding, dilation):
-    """PyTorch's flat indices h * W + w from tap numbers r * S + s (Pool2dProblem::tap_row/tap_col); a
-    tap outside the input becomes an index outside the plane, which the gradient gather drops."""
-    H, W = input_size[2], input_size[3]
-    P, Q = taps.shape[2], taps.shape[3]
-    t = taps.long()
-    p = torch.arange(P, device=taps.device).view(P, 1)
-    q = torch.arange(Q, device=taps.device).view(1, Q)
-    h = p * stride[0] - padding[0] + t.div(kernel_size[1], rounding_mode="floor") * dilation[0]
-    w = q * stride[1] - padding[1] + t.remainder(kernel_size[1]) * dilation[1]
-    inside = (h >= 0) & (h < H) & (w >= 0) & (w < W)
-    return torch.where(inside, h * W + w, torch.full_like(h, H * W))
-
-
 for _ns in ("fastconv", "fastconv_emulated"):
     _register_conv_fakes(_ns)
     _register_pool_fakes(_ns)
-    _register_conv_autograd(_ns)
-    _register_pool_autograd(_ns)
 
-from . import autocast as _autocast  # noqa: E402,F401  (autocast rules for the ops above, as F.conv2d's)
+# Batching rules (vmap) and autocast rules of the ops above (derivatives.py registered their derivatives).
+from . import autocast as _autocast  # noqa: E402,F401
+from . import batching as _batching  # noqa: E402,F401

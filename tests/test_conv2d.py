@@ -159,12 +159,13 @@ def test_lecture_layer_shapes_and_parameters(algorithm):
 # Semantics of the functional API
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_zero_input_channels_give_the_bias(algorithm):
-    # An empty reduction: every output is its bias. (PyTorch itself returns a tensor with 0 output
-    # channels here, which is not the convolution's value; fastconv keeps the mathematical answer.)
+def test_zero_input_channels(algorithm):
+    # The kernels compute the empty reduction's value: every output is its bias. The functional API
+    # returns PyTorch's shape instead (0 output channels), for drop-in parity with its tests.
     x, w, b = torch.randn(2, 0, 5, 5), torch.randn(3, 0, 3, 3), torch.randn(3)
-    y = fastconv.conv2d(x, w, b, algorithm=algorithm)
+    y = torch.ops.fastconv.conv2d_fprop(x, w, b, [1, 1], [0, 0], [1, 1], 1, algorithm, "zeros")
     assert torch.equal(y, b.view(1, 3, 1, 1).expand(2, 3, 3, 3))
+    assert fastconv.conv2d(x, w, b, algorithm=algorithm).shape == F.conv2d(x, w, b).shape == (2, 0, 3, 3)
 
 
 def test_unbatched_input():

@@ -1,0 +1,325 @@
+"""Derivatives of the fastconv operators, reverse mode (backward) and forward mode (jvp), registered as
+each op's Autograd kernel.
+
+Every op is linear in each of its tensor arguments, so each derivative is again made of fastconv ops:
+gradients of any order work (gradgradcheck), forward-over-reverse works (torch.func.hessian), and no
+derivative falls back to another library's convolution.
+
+Why not ``torch.library.register_autograd``: the autograd.Function it generates has no ``jvp`` (a dual
+tensor passed through it comes out with no tangent, and ``torch.func.jvp`` sees a zero tangent), and its
+``forward`` takes ``ctx``, which functorch's transforms (grad, jacrev, hessian, vmap of autograd) refuse.
+Here each op gets one autograd.Function in the form functorch wants: ``forward`` without ctx, a
+``setup_context``, ``backward``, ``jvp``, and ``vmap`` (the batching rules of fastconv/batching.py).
+"""
+from __future__ import annotations
+
+import torch
+import torch.autograd.forward_ad as _forward_ad
+
+_libraries = []  # keep the registrations alive
+_functions = {}  # (namespace, op name) -> its autograd.Function
+
+
+
+
+def register(ns, name, *, setup_context, backward, jvp):
+    """Makes the autograd.Function for ns::name and registers it as the op's Autograd kernel. Calls that
+    need no derivative (no input requires grad, no forward-mode AD in sight) skip the Function's cost.
+    The Function's vmap rule comes from batching.py (register_vmap below)."""
+    op = getattr(getattr(torch.ops, ns), name).default
+
+    def forward(*args):
+        with torch._C._AutoDispatchBelowAutograd():
+            return op(*args)
+
+    function = type(f"{ns}_{name}", (torch.autograd.Function,), {
+        "forward": staticmethod(forward),
+        "setup_context": staticmethod(setup_context),
+        "backward": staticmethod(backward),
+        "jvp": staticmethod(jvp),
+    })
+
+    def autograd_kernel(keyset, *args):
+        if torch._C._are_functorch_transforms_active():
+            # fastconv's own calls apply the Function before the dispatcher under functorch (Ops below);
+            # reaching here means a raw torch.ops call, whose derivatives functorch would not see.
+            raise RuntimeError(
+                f"torch.ops.{ns}.{name} was called directly under a torch.func transform; call it through "
+                f"fastconv.conv2d / fastconv.max_pool2d (or fastconv.derivatives.ops({ns!r}).{name}), "
+                f"whose derivatives the transform sees")
+        # A dual_level open means an argument may carry a tangent (checked by a flag: a per-tensor test
+        # would cost every call); the Function's jvp then gives the output its tangent.
+        if (torch.is_grad_enabled() and torch._C._any_requires_grad(*args)) or _forward_ad._current_level >= 0:
+            return function.apply(*args)
+        with torch._C._AutoDispatchBelowAutograd():
+            return op.redispatch(keyset & torch._C._after_autograd_keyset, *args)
+
+    lib = torch.library.Library(ns, "IMPL")
+    lib.impl(name, autograd_kernel, "Autograd", with_keyset=True)
+    _libraries.append(lib)
+    _functions[(ns, name)] = function
+
+
+def register_vmap(ns, name, rule):
+    """rule(info, in_dims, *args) -> (output, out_dims) batches ns::name. It serves both ways a vmap meets
+    the op: through its autograd.Function (fastconv's Python API under any functorch transform) and
+    through the dispatcher (torch.vmap over torch.ops.<ns>.<name>). Either way the rule runs with the vmap
+    level properly lowered, so the ops it calls may again be under grad/jvp/vmap levels below."""
+    from torch._functorch.autograd_function import custom_function_call_vmap_helper
+    from torch._functorch.pyfunctorch import retrieve_current_functorch_interpreter
+
+    function = _functions[(ns, name)]
+    function.vmap = staticmethod(rule)
+
+    def batched_kernel(keyset, *args):
+        return custom_function_call_vmap_helper(retrieve_current_functorch_interpreter(), rule, function, *args)
+
+    lib = torch.library.Library(ns, "IMPL")
+    lib.impl(name, batched_kernel, "FuncTorchBatched", with_keyset=True)
+    _libraries.append(lib)
+
+
+class Ops:
+    """The ops of one namespace as Python calls that every transform sees through. Under a functorch
+    transform (grad, jvp, vmap, ...) an op's autograd.Function must be applied before the dispatcher:
+    functorch intercepts Function.apply, not an Autograd kernel reached after it has unwrapped its
+    tensors. Elsewhere the plain op is cheaper, and its Autograd kernel applies the same Function when a
+    derivative is needed. Everything in fastconv that calls an op (the functional API, the derivatives,
+    the batching rules) calls it through here."""
+
+    def __init__(self, ns):
+        self.namespace = ns
+        self._library = getattr(torch.ops, ns)
+
+    def __getattr__(self, name):
+        op = getattr(self._library, name)
+        function = _functions[(self.namespace, name)]
+        functorch_active = torch._C._are_functorch_transforms_active
+
+        def call(*args):
+            return function.apply(*args) if functorch_active() else op(*args)
+
+        call.__name__ = name
+        setattr(self, name, call)  # resolved once per name
+        return call
+
+
+_ops = {}
+
+
+def ops(ns):
+    """The Ops of namespace ns ("fastconv" or "fastconv_emulated")."""
+    if ns not in _ops:
+        _ops[ns] = Ops(ns)
+    return _ops[ns]
+
+
+def _add(a, b):
+    """Sum of two tangent terms, either of which may be absent (None)."""
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+# ----------------------------------------------------------------------------------------------------
+# conv2d: fprop(x, w, b), dgrad(dy, w) and wgrad(dy, x) are bilinear, bgrad(dy) linear.
+# ----------------------------------------------------------------------------------------------------
+def register_conv(ns):
+    lib = ops(ns)
+
+    def fprop(*args):
+        return lib.conv2d_fprop(*args)
+
+    def dgrad(*args):
+        return lib._conv2d_dgrad(*args)
+
+    def wgrad(*args):
+        return lib._conv2d_wgrad(*args)
+
+    def bgrad(*args):
+        return lib._conv2d_bgrad(*args)
+
+    def fprop_setup(ctx, inputs, output):
+        input, weight, bias, *params = inputs
+        ctx.save_for_backward(input, weight)
+        ctx.save_for_forward(input, weight)
+        ctx.params = params
+        ctx.has_bias = bias is not None
+
+    def fprop_backward(ctx, grad):
+        input, weight = ctx.saved_tensors
+        grad_input = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_input = dgrad(grad, weight, input.shape, *ctx.params)
+        if ctx.needs_input_grad[1]:
+            grad_weight = wgrad(grad, input, weight.shape, *ctx.params)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = bgrad(grad)
+        return grad_input, grad_weight, grad_bias, None, None, None, None, None, None
+
+    # d fprop = fprop(dx, w) + fprop(x, dw) + db
+    def fprop_jvp(ctx, d_input, d_weight, d_bias, *_):
+        input, weight = ctx.saved_tensors
+        tangent = None
+        if d_input is not None:
+            tangent = fprop(d_input, weight, None, *ctx.params)
+        if d_weight is not None:
+            tangent = _add(tangent, fprop(input, d_weight, None, *ctx.params))
+        if d_bias is not None:
+            tangent = _add(tangent, d_bias.view(1, -1, 1, 1))
+        return tangent
+
+    register(ns, "conv2d_fprop", setup_context=fprop_setup, backward=fprop_backward, jvp=fprop_jvp)
+
+    # dgrad(dy, w) is the input gradient; d/d(dy) = fprop(g, w), d/dw = wgrad(dy, g).
+    def dgrad_setup(ctx, inputs, output):
+        grad_output, weight, input_size, *params = inputs
+        ctx.save_for_backward(grad_output, weight)
+        ctx.save_for_forward(grad_output, weight)
+        ctx.input_size = input_size
+        ctx.params = params
+
+    def dgrad_backward(ctx, grad):
+        grad_output, weight = ctx.saved_tensors
+        d_grad_output = d_weight = None
+        if ctx.needs_input_grad[0]:
+            d_grad_output = fprop(grad, weight, None, *ctx.params)
+        if ctx.needs_input_grad[1]:
+            d_weight = wgrad(grad_output, grad, weight.shape, *ctx.params)
+        return d_grad_output, d_weight, None, None, None, None, None, None, None
+
+    def dgrad_jvp(ctx, d_grad_output, d_weight, *_):
+        grad_output, weight = ctx.saved_tensors
+        tangent = None
+        if d_grad_output is not None:
+            tangent = dgrad(d_grad_output, weight, ctx.input_size, *ctx.params)
+        if d_weight is not None:
+            tangent = _add(tangent, dgrad(grad_output, d_weight, ctx.input_size, *ctx.params))
+        return tangent
+
+    register(ns, "_conv2d_dgrad", setup_context=dgrad_setup, backward=dgrad_backward, jvp=dgrad_jvp)
+
+    # wgrad(dy, x) is the weight gradient; d/d(dy) = fprop(x, g), d/dx = dgrad(dy, g).
+    def wgrad_setup(ctx, inputs, output):
+        grad_output, input, weight_size, *params = inputs
+        ctx.save_for_backward(grad_output, input)
+        ctx.save_for_forward(grad_output, input)
+        ctx.weight_size = weight_size
+        ctx.params = params
+
+    def wgrad_backward(ctx, grad):
+        grad_output, input = ctx.saved_tensors
+        d_grad_output = d_input = None
+        if ctx.needs_input_grad[0]:
+            d_grad_output = fprop(input, grad, None, *ctx.params)
+        if ctx.needs_input_grad[1]:
+            d_input = dgrad(grad_output, grad, input.shape, *ctx.params)
+        return d_grad_output, d_input, None, None, None, None, None, None, None
+
+    def wgrad_jvp(ctx, d_grad_output, d_input, *_):
+        grad_output, input = ctx.saved_tensors
+        tangent = None
+        if d_grad_output is not None:
+            tangent = wgrad(d_grad_output, input, ctx.weight_size, *ctx.params)
+        if d_input is not None:
+            tangent = _add(tangent, wgrad(grad_output, d_input, ctx.weight_size, *ctx.params))
+        return tangent
+
+    register(ns, "_conv2d_wgrad", setup_context=wgrad_setup, backward=wgrad_backward, jvp=wgrad_jvp)
+
+    def bgrad_setup(ctx, inputs, output):
+        ctx.grad_output_shape = inputs[0].shape
+
+    def bgrad_backward(ctx, grad):
+        return grad.view(1, -1, 1, 1).expand(ctx.grad_output_shape)
+
+    def bgrad_jvp(ctx, d_grad_output):
+        return bgrad(d_grad_output)
+
+    register(ns, "_conv2d_bgrad", setup_context=bgrad_setup, backward=bgrad_backward, jvp=bgrad_jvp)
+
+
+# ----------------------------------------------------------------------------------------------------
+# max_pool2d: the output is the input gathered at the argmax, so its tangent is the input's tangent
+# gathered there, and the backward (a scatter to the argmax) is linear in grad_output.
+# ----------------------------------------------------------------------------------------------------
+def gather_at_argmax(values, indices):
+    """values (N, C, H, W) read at PyTorch's flat argmax indices (N, C, P, Q). An index outside the plane
+    marks a window wholly in the padding, which reads no input: its element is zero."""
+    plane = values.shape[2] * values.shape[3]
+    flat = indices.flatten(2)
+    inside = (flat >= 0) & (flat < plane)
+    gathered = values.flatten(2).gather(2, flat.clamp(0, max(plane - 1, 0)))
+    return torch.where(inside, gathered, torch.zeros_like(gathered)).view(indices.shape)
+
+
+def flat_indices(taps, input_size, kernel_size, stride, padding, dilation):
+    """PyTorch's flat indices h * W + w from tap numbers r * S + s (Pool2dProblem::tap_row/tap_col); a
+    tap outside the input becomes an index outside the plane, which gather_at_argmax reads as zero."""
+    H, W = input_size[2], input_size[3]
+    P, Q = taps.shape[2], taps.shape[3]
+    t = taps.long()
+    p = torch.arange(P, device=taps.device).view(P, 1)
+    q = torch.arange(Q, device=taps.device).view(1, Q)
+    h = p * stride[0] - padding[0] + t.div(kernel_size[1], rounding_mode="floor") * dilation[0]
+    w = q * stride[1] - padding[1] + t.remainder(kernel_size[1]) * dilation[1]
+    inside = (h >= 0) & (h < H) & (w >= 0) & (w < W)
+    return torch.where(inside, h * W + w, torch.full_like(h, H * W))
+
+
+def register_pool(ns):
+    lib = ops(ns)
+
+    def indices_of(argmax, input_size, params, taps):
+        return flat_indices(argmax, input_size, *params[:4]) if taps else argmax
+
+    def pool_pair(name, bprop, taps):
+        def setup(ctx, inputs, output):
+            input, *params = inputs
+            ctx.save_for_backward(input, output[1])
+            ctx.save_for_forward(output[1])
+            ctx.input_size = input.shape
+            ctx.params = params
+            ctx.mark_non_differentiable(output[1])
+
+        def backward(ctx, grad_output, _grad_argmax):
+            input, argmax = ctx.saved_tensors
+            return bprop(grad_output, input, argmax, *ctx.params), None, None, None, None, None
+
+        def jvp(ctx, d_input, *_):
+            (argmax,) = ctx.saved_tensors
+            return gather_at_argmax(d_input, indices_of(argmax, ctx.input_size, ctx.params, taps)), None
+
+        register(ns, name, setup_context=setup, backward=backward, jvp=jvp)
+
+        # The backward scatters grad_output to the argmax: linear in grad_output, and its own derivative
+        # (backward or forward) gathers from the argmax again.
+        def bprop_setup(ctx, inputs, output):
+            grad_output, input, argmax, *params = inputs
+            indices = indices_of(argmax, input.shape, params, taps)
+            ctx.save_for_backward(indices)
+            ctx.save_for_forward(input, argmax)
+            ctx.params = params
+
+        def bprop_backward(ctx, grad):
+            (indices,) = ctx.saved_tensors
+            return gather_at_argmax(grad, indices), None, None, None, None, None, None, None
+
+        def bprop_jvp(ctx, d_grad_output, *_):
+            input, argmax = ctx.saved_tensors
+            if d_grad_output is None:
+                return None
+            return bprop(d_grad_output, input, argmax, *ctx.params)
+
+        register(ns, bprop_name(name), setup_context=bprop_setup, backward=bprop_backward, jvp=bprop_jvp)
+
+    def bprop_name(fprop_name):
+        return "_max_pool2d_bprop_taps" if fprop_name.endswith("_taps") else "_max_pool2d_bprop"
+
+    pool_pair("max_pool2d_fprop", lambda *args: lib._max_pool2d_bprop(*args), taps=False)
+    pool_pair("_max_pool2d_fprop_taps", lambda *args: lib._max_pool2d_bprop_taps(*args), taps=True)
+
+
+for _ns in ("fastconv", "fastconv_emulated"):
+    register_conv(_ns)
+    register_pool(_ns)
