@@ -369,3 +369,27 @@ def test_missing_input_is_a_type_error():
         fastconv.nn.MaxPool2d(2)(None)
     with pytest.raises(TypeError, match="weight"):
         fastconv.conv2d(torch.randn(1, 1, 3, 3), None)
+
+
+@pytest.mark.needs_cuda
+def test_transforms_on_cuda():
+    """The same transforms through the native CUDA kernels (float64, against torch's CUDA conv)."""
+    x, w, b = (t.cuda() for t in (rand(2, 4, 7, 6), rand(6, 4, 3, 3), rand(6)))
+
+    def ours(x, w, b):
+        return fastconv.max_pool2d(fastconv.conv2d(x, w, b, padding=1), 2)
+
+    def theirs(x, w, b):
+        return F.max_pool2d(F.conv2d(x, w, b, padding=1), 2)
+
+    tangents = tuple(torch.randn_like(t) for t in (x, w, b))
+    close(func.jvp(ours, (x, w, b), tangents), func.jvp(theirs, (x, w, b), tangents))
+    close(func.grad(lambda *a: ours(*a).square().sum(), argnums=(0, 1, 2))(x, w, b),
+          func.grad(lambda *a: theirs(*a).square().sum(), argnums=(0, 1, 2))(x, w, b))
+    ws = torch.stack([torch.randn_like(w) for _ in range(3)])
+    with no_vmap_fallback():
+        got = func.vmap(ours, in_dims=(None, 0, None))(x, ws, b)
+    close(got, func.vmap(theirs, in_dims=(None, 0, None))(x, ws, b))
+    small = (x[:1, :, :4, :4], w, b)
+    close(func.hessian(lambda x: torch.tanh(ours(x, w, b)).sum())(small[0]),
+          func.hessian(lambda x: torch.tanh(theirs(x, w, b)).sum())(small[0]))
