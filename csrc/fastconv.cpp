@@ -5,7 +5,9 @@
 #include <torch/version.h>
 
 #include "cpu/conv2d_cpu.h"
+#include "cpu/cpu_features.h"
 #include "cpu/gemm/gemm.h"
+#include "cpu/gemm/gemm_internal.h"
 #include "ops_common.h"
 
 namespace {
@@ -78,10 +80,28 @@ PYBIND11_MODULE(_C, m) {
     info["cuda"] = built_with_cuda();
     info["compiler"] = std::string(__VERSION__);
     info["cpu_simd"] = simd_level();
+    info["cpu_isa"] = std::string(fastconv::cpu::cpu_isa_name(fastconv::cpu::cpu_isa()));
+    info["cpu_isa_detected"] = std::string(fastconv::cpu::cpu_isa_name(fastconv::cpu::cpu_isa_detected()));
     info["gemm_kernel"] = std::string(fastconv::cpu::gemm_kernel_name());
     info["cpu_threads"] = at::get_num_threads();
     return info;
   }, "How this build of fastconv was made: torch version, CUDA or not, compiler, SIMD level, GEMM kernel.");
+  m.def("_set_cpu_isa_cap", &fastconv::cpu::set_cpu_isa_cap,
+        "Tests: cap the instruction-set level (portable | avx2 | avx512; '' = FASTCONV_CPU_ISA's) from now on.");
+  m.def("_set_gemm_kernel",
+        [](const std::string& name) {
+          const int which = name == "auto"             ? 0
+                            : name == "portable"       ? 1
+                            : name == "avx2"           ? 2
+                            : name == "avx512"         ? 3
+                            : name == "vec16-portable" ? 4
+                                                       : -1;
+          TORCH_CHECK_VALUE(which >= 0, "gemm kernel must be auto, portable, avx2, avx512 or vec16-portable, "
+                            "but got '", name, "'");
+          fastconv::cpu::gemm_detail::set_kernel_override(which);
+          return std::string(fastconv::cpu::gemm_kernel_name());
+        },
+        "Tests: force the GEMM micro-kernel; returns the one that runs (the CPU may lack the one asked for).");
   m.def("set_poison_outputs", &fastconv::set_poison_outputs,
         "Fill every new kernel output with NaN (or INT64_MIN) before the kernel writes it; for tests.");
   m.def("poison_outputs", &fastconv::poison_outputs);

@@ -1,19 +1,23 @@
-// What the CPU can run, asked once: the AVX2+FMA code paths (GEMM micro-kernels, the blocked direct
-// convolution) are compiled with target attributes and chosen at run time from this.
+// The CPU instruction-set ladder, decided in one place: portable → AVX2+FMA → AVX-512 (F+BW+VL+DQ).
+// Detected once per process from cpuid *and* the register state the OS saves (XGETBV): a CPU with AVX-512
+// under an OS that does not save ZMM state must not run it. FASTCONV_CPU_ISA=portable|avx2|avx512 caps the
+// level (tests, comparisons, users hit by AVX-512 down-clocking). Every kernel family asks cpu_isa().
 #pragma once
+
+#include <string>
 
 namespace fastconv::cpu {
 
-inline bool cpu_has_avx2_fma() {
-#if defined(__x86_64__) || defined(__i386__)
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return has;
-#else
-  return false;
-#endif
-}
+enum class CpuIsa : int { Portable = 0, Avx2 = 1, Avx512 = 2 };
+
+CpuIsa cpu_isa();           // the level in use: detected, capped by FASTCONV_CPU_ISA and set_cpu_isa_cap
+CpuIsa cpu_isa_detected();  // what this CPU and OS can run
+const char* cpu_isa_name(CpuIsa isa);  // "portable", "avx2", "avx512"
+// Tests and comparisons: cap the level at run time ("portable", "avx2", "avx512"; "" = the environment's
+// cap). Kernel families read cpu_isa() per call, so the cap takes effect at the next call.
+void set_cpu_isa_cap(const std::string& name);
+
+inline bool cpu_has_avx2_fma() { return cpu_isa() >= CpuIsa::Avx2; }
+inline bool cpu_has_avx512() { return cpu_isa() >= CpuIsa::Avx512; }
 
 }  // namespace fastconv::cpu

@@ -166,6 +166,35 @@ template <typename T> void nested_parallel(const char* kernel) {
   CHECK(same, "%s %s nested in at::parallel_for", kernel, sizeof(T) == 4 ? "float" : "double");
 }
 
+// The AVX-512 kernel and its build through the portable vector layer are one source: the same bits, on
+// ragged shapes and every C layout (masked tails, strided stores).
+void avx512_matches_its_portable_build() {
+  namespace gd = fastconv::cpu::gemm_detail;
+  gd::set_kernel_override(3);
+  if (std::string(fastconv::cpu::gemm_kernel_name()) != "avx512") {
+    std::printf("avx512 not available here: its portable build is checked against the other kernels only\n");
+    gd::set_kernel_override(0);
+    return;
+  }
+  const int64_t shapes[][3] = {{1, 1, 1}, {13, 33, 300}, {12, 32, 255}, {145, 50, 10}, {64, 49, 600}, {7, 17, 1500}};
+  for (const auto& s : shapes) {
+    const int64_t M = s[0], N = s[1], K = s[2];
+    auto A = random_vec<float>(M * K), B = random_vec<float>(K * N);
+    for (bool col_major_c : {false, true}) {
+      const int64_t crs = col_major_c ? 1 : N, ccs = col_major_c ? M : 1;
+      std::vector<float> native(M * N), portable(M * N);
+      gd::set_kernel_override(3);
+      fastconv::cpu::gemm<float>(M, N, K, A.data(), K, 1, B.data(), N, 1, native.data(), crs, ccs, false);
+      gd::set_kernel_override(4);
+      fastconv::cpu::gemm<float>(M, N, K, A.data(), K, 1, B.data(), N, 1, portable.data(), crs, ccs, false);
+      CHECK(std::memcmp(native.data(), portable.data(), native.size() * sizeof(float)) == 0,
+            "avx512 vs vec16-portable M=%lld N=%lld K=%lld col-major C=%d", (long long)M, (long long)N, (long long)K,
+            col_major_c);
+    }
+  }
+  gd::set_kernel_override(0);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -183,11 +212,13 @@ int main(int argc, char** argv) {
       run_case<float>({37, 45, 300, l, l, l, false}, default_kernel.c_str());
     return fastconv_test::summary();
   }
-  for (int which : {1, 2}) {
+  // 1 portable, 2 AVX2, 3 AVX-512, 4 the AVX-512 kernel through the portable vector layer (any CPU).
+  for (int which : {1, 2, 3, 4}) {
     gd::set_kernel_override(which);
     const std::string kernel = fastconv::cpu::gemm_kernel_name();
-    if (which == 2 && kernel != "avx2+fma") {
-      std::printf("AVX2+FMA not available here: skipping that kernel\n");
+    const char* expected = which == 1 ? "portable" : which == 2 ? "avx2+fma" : which == 3 ? "avx512" : "vec16-portable";
+    if (kernel != expected) {
+      std::printf("%s not available here: skipping that kernel\n", expected);
       continue;
     }
     at::set_num_threads(2);
@@ -199,5 +230,6 @@ int main(int argc, char** argv) {
     nested_parallel<double>(kernel.c_str());
   }
   gd::set_kernel_override(0);
+  avx512_matches_its_portable_build();
   return fastconv_test::summary();
 }

@@ -9,11 +9,14 @@
 
 #include <ATen/Parallel.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <type_traits>
 
 #include "../cpu_features.h"
 #include "gemm_internal.h"
@@ -33,22 +36,58 @@ bool env_forces_portable() {
 
 std::atomic<int> g_override{0};
 
-// AVX2 code exists in this build and the CPU can run it.
-bool avx2_usable() {
-  static const bool usable = avx2_kernels<float>().kernel != nullptr && cpu_has_avx2_fma();
-  return usable;
-}
+// The code exists in this build and the CPU (capped by FASTCONV_CPU_ISA) can run it.
+bool avx2_usable() { return avx2_kernels<float>().kernel != nullptr && cpu_has_avx2_fma(); }
+bool avx512_usable() { return avx512_kernels().kernel != nullptr && cpu_has_avx512(); }
 
-bool use_avx2() {
-  switch (g_override.load(std::memory_order_relaxed)) {
-    case 1: return false;
-    case 2: return avx2_usable();
-    default: return avx2_usable() && !env_forces_portable();
+template <typename T> KernelSet<T> automatic_kernels() {
+  if (env_forces_portable()) return portable_kernels<T>();
+  if constexpr (std::is_same_v<T, float>) {
+    if (avx512_usable()) return avx512_kernels();
   }
+  return avx2_usable() ? avx2_kernels<T>() : portable_kernels<T>();
 }
 
 template <typename T> KernelSet<T> select_kernels() {
-  return use_avx2() ? avx2_kernels<T>() : portable_kernels<T>();
+  switch (g_override.load(std::memory_order_relaxed)) {
+    case 1: return portable_kernels<T>();
+    case 2: return avx2_usable() ? avx2_kernels<T>() : automatic_kernels<T>();
+    case 3:
+      if constexpr (std::is_same_v<T, float>) {
+        if (avx512_usable()) return avx512_kernels();
+      }
+      return automatic_kernels<T>();
+    case 4:
+      if constexpr (std::is_same_v<T, float>) return vec16_portable_kernels();
+      return automatic_kernels<T>();
+    default: return automatic_kernels<T>();
+  }
+}
+
+// Cache blocks from the caches the CPU reports (glibc reads cpuid leaf 4 / the kernel's tables), for the
+// register tile in use:
+//   KC: a KC×NR panel of B fills half of L1 while the MR-row panels of A stream past it;
+//   MC: an MC×KC block of A takes a quarter of the per-core L2, leaving room for B panels and C lines;
+//   NC: a KC×NC block of B takes a quarter of L3 (shared: other cores and processes use it too).
+// Unknown sizes fall back to a common desktop core (32 KiB, 512 KiB, 8 MiB).
+struct CacheBlocks {
+  int64_t mc, kc, nc;
+};
+
+int64_t cache_bytes(int name, int64_t fallback) {
+  const long v = sysconf(name);
+  return v > 0 ? v : fallback;
+}
+
+template <typename T> CacheBlocks cache_blocks(int mr, int nr) {
+  static const int64_t l1 = cache_bytes(_SC_LEVEL1_DCACHE_SIZE, 32 << 10);
+  static const int64_t l2 = cache_bytes(_SC_LEVEL2_CACHE_SIZE, 512 << 10);
+  static const int64_t l3 = cache_bytes(_SC_LEVEL3_CACHE_SIZE, 8 << 20);
+  const int64_t e = sizeof(T);
+  const int64_t kc = std::clamp<int64_t>(l1 / 2 / (nr * e) / 8 * 8, 64, 1024);
+  const int64_t mc = std::clamp<int64_t>(l2 / 4 / (kc * e) / mr * mr, mr, 256 * mr);
+  const int64_t nc = std::clamp<int64_t>(l3 / 4 / (kc * e) / nr * nr, 16 * nr, 256 * nr);
+  return {mc, kc, nc};
 }
 
 // Per-thread packing scratch, 64-byte aligned (cache line; also satisfies the aligned AVX loads).
@@ -95,15 +134,14 @@ template <typename T> struct Problem {
 };
 
 // Computes the C sub-block [m0,m1)×[n0,n1) serially on the calling thread.
-template <typename T>
+template <typename T, int MR, int NR>
 void gemm_region(const Problem<T>& p, int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-  using Bk = Blocking<T>;
-  constexpr int MR = Bk::MR, NR = Bk::NR;
-  // The K split depends on K alone, never on the region or thread count: it fixes the
-  // summation order and so the bits of the result.
-  const int64_t kc_step = balanced_step(p.K, Bk::KC, 1);
-  const int64_t mc_step = balanced_step(m1 - m0, Bk::MC, MR);
-  const int64_t nc_step = balanced_step(n1 - n0, Bk::NC, NR);
+  const CacheBlocks blocks = cache_blocks<T>(MR, NR);
+  // The K split depends on K (and the machine) alone, never on the region or thread count: it fixes
+  // the summation order and so the bits of the result.
+  const int64_t kc_step = balanced_step(p.K, blocks.kc, 1);
+  const int64_t mc_step = balanced_step(m1 - m0, blocks.mc, MR);
+  const int64_t nc_step = balanced_step(n1 - n0, blocks.nc, NR);
 
   T* pack_b = static_cast<T*>(tl_pack_b.get(sizeof(T) * kc_step * nc_step));
   T* pack_a = static_cast<T*>(tl_pack_a.get(sizeof(T) * kc_step * mc_step));
@@ -143,10 +181,7 @@ void gemm_region(const Problem<T>& p, int64_t m0, int64_t m1, int64_t n0, int64_
 // Below this many multiply-adds a parallel region costs more than it saves.
 constexpr int64_t kMinParallelWork = int64_t(1) << 18;
 
-template <typename T> void gemm_impl(Problem<T> p) {
-  using Bk = Blocking<T>;
-  constexpr int MR = Bk::MR, NR = Bk::NR;
-
+template <typename T, int MR, int NR> void gemm_impl(Problem<T> p) {
   // Only columns are padded to vector width (rows have exact-size kernels), so a small or ragged
   // N wastes FMAs: e.g. N = 49 computes 56 columns. C = A·B and Cᵀ = Bᵀ·Aᵀ are the same
   // products summed in the same k order, so swapping roles gives identical bits and lets the
@@ -178,7 +213,7 @@ template <typename T> void gemm_impl(Problem<T> p) {
   const int64_t tiles = split_n ? tiles_n : tiles_m;
   nthreads = std::min(nthreads, tiles);
   if (nthreads <= 1) {
-    gemm_region(p, 0, p.M, 0, p.N);
+    gemm_region<T, MR, NR>(p, 0, p.M, 0, p.N);
     return;
   }
   const int64_t step = split_n ? NR : MR;
@@ -188,8 +223,8 @@ template <typename T> void gemm_impl(Problem<T> p) {
       const int64_t lo = std::min(len, tiles * t / nthreads * step);
       const int64_t hi = std::min(len, tiles * (t + 1) / nthreads * step);
       if (lo >= hi) continue;
-      if (split_n) gemm_region(p, 0, p.M, lo, hi);
-      else gemm_region(p, lo, hi, 0, p.N);
+      if (split_n) gemm_region<T, MR, NR>(p, 0, p.M, lo, hi);
+      else gemm_region<T, MR, NR>(p, lo, hi, 0, p.N);
     }
   });
 }
@@ -213,12 +248,19 @@ void gemm(int64_t M, int64_t N, int64_t K,
         for (int64_t j = 0; j < N; ++j) C[i * c_row_stride + j * c_col_stride] = T(0);
     return;
   }
-  gemm_detail::gemm_impl<T>({M, N, K, A, a_row_stride, a_col_stride, B, b_row_stride,
-                             b_col_stride, C, c_row_stride, c_col_stride, accumulate,
-                             gemm_detail::select_kernels<T>()});
+  namespace gd = gemm_detail;
+  const gd::Problem<T> p{M, N, K, A, a_row_stride, a_col_stride, B, b_row_stride, b_col_stride,
+                         C, c_row_stride, c_col_stride, accumulate, gd::select_kernels<T>()};
+  // The tile is a template argument of the driver (the packing loops unroll on it); one instantiation
+  // per tile a kernel set can have.
+  if constexpr (std::is_same_v<T, float>) {
+    if (p.ks.mr == gd::Vec16Tile::MR && p.ks.nr == gd::Vec16Tile::NR)
+      return gd::gemm_impl<T, gd::Vec16Tile::MR, gd::Vec16Tile::NR>(p);
+  }
+  gd::gemm_impl<T, gd::Blocking<T>::MR, gd::Blocking<T>::NR>(p);
 }
 
-const char* gemm_kernel_name() { return gemm_detail::use_avx2() ? "avx2+fma" : "portable"; }
+const char* gemm_kernel_name() { return gemm_detail::select_kernels<float>().name; }
 
 template void gemm<float>(int64_t, int64_t, int64_t, const float*, int64_t, int64_t, const float*,
                           int64_t, int64_t, float*, int64_t, int64_t, bool);

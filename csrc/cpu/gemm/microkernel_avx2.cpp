@@ -260,6 +260,7 @@ FC_AVX2 void pack_a_rowmajor_f64(int64_t kc, const double* a, int64_t ld, double
 
 template <> KernelSet<float> avx2_kernels<float>() {
   KernelSet<float> set;
+  set.name = "avx2+fma";
   set.kernel = &avx2_kernel<float>;
   set.pack_a_rowmajor = &pack_a_rowmajor_f32;
   set.pack_b_colmajor = &pack_b_colmajor_f32;
@@ -267,6 +268,7 @@ template <> KernelSet<float> avx2_kernels<float>() {
 }
 template <> KernelSet<double> avx2_kernels<double>() {
   KernelSet<double> set;
+  set.name = "avx2+fma";
   set.kernel = &avx2_kernel<double>;
   set.pack_a_rowmajor = &pack_a_rowmajor_f64;
   set.pack_b_colmajor = &pack_b_colmajor_f64;
