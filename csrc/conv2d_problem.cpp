@@ -3,6 +3,7 @@
 #include "ops_common.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 
 #include <atomic>
 #include <limits>
@@ -254,11 +255,13 @@ at::Tensor new_output(c10::IntArrayRef sizes, const at::TensorOptions& options, 
   if (poison_outputs() && out.numel() > 0) {
     if (at::isFloatingType(out.scalar_type())) {
       out.fill_(std::numeric_limits<double>::quiet_NaN());
-    } else if (out.scalar_type() == at::kByte) {
-      // uint8 taps: INT64_MIN does not convert; 255 is no tap of any window under 256 taps.
-      out.fill_(std::numeric_limits<uint8_t>::max());
     } else {
-      out.fill_(std::numeric_limits<int64_t>::min());
+      // Integers hold no NaN: their type's max(), which is no int64 index, no tap of a window under 256
+      // taps, and an integer max_pool2d value only where the input holds it (lowest(), the padding, is
+      // what a window wholly in the padding rightly outputs, so it would hide a forgotten element there).
+      AT_DISPATCH_INTEGRAL_TYPES(out.scalar_type(), "new_output", [&] {
+        out.fill_(std::numeric_limits<scalar_t>::max());
+      });
     }
   }
   return out;

@@ -83,7 +83,7 @@ PYBIND11_MODULE(_C, m) {
     return info;
   }, "How this build of fastconv was made: torch version, CUDA or not, compiler, SIMD level, GEMM kernel.");
   m.def("set_poison_outputs", &fastconv::set_poison_outputs,
-        "Fill every new kernel output with NaN (or INT64_MIN) before the kernel writes it; for tests.");
+        "Fill every new kernel output with NaN (integers: their max()) before the kernel writes it; for tests.");
   m.def("poison_outputs", &fastconv::poison_outputs);
   // What algorithm="auto" runs for one CPU call and why, from the same make_conv2d_problem and the same
   // heuristic the kernels use. dtype: "float32" | "float64" | "float16" | "bfloat16"; pass: fprop | dgrad | wgrad.

@@ -41,8 +41,8 @@ void check_pool2d_bprop_tensors(const char* op, const at::Tensor& grad_output, c
                                 const Pool2dProblem& p);
 
 // Every kernel output is allocated here: when poisoning is on (tests), floating outputs are filled
-// with NaN, uint8 outputs with 255 and other integer outputs with INT64_MIN, so an element a kernel forgot
-// to write shows up.
+// with NaN and integer outputs (indices, taps, integer pooled values) with their type's max(), so an
+// element a kernel forgot to write shows up.
 at::Tensor new_output(c10::IntArrayRef sizes, const at::TensorOptions& options,
                       at::MemoryFormat memory_format = at::MemoryFormat::Contiguous);
 void set_poison_outputs(bool enabled);

@@ -2,7 +2,7 @@
 errors) and against the float64 numpy reference; NaN/-inf/tie rules; gradcheck, opcheck, torch.compile;
 a deterministic backward.
 
-Outputs are poisoned (NaN / INT64_MIN) by conftest, so an element a kernel forgets to write fails."""
+Outputs are poisoned (NaN / the integer dtype's max()) by conftest, so an element a kernel forgets to write fails."""
 import numpy as np
 import pytest
 import torch
