@@ -182,21 +182,30 @@ Pool2dProblem make_pool2d_problem(c10::IntArrayRef input_size, c10::IntArrayRef 
   TORCH_CHECK(kernel_size.size() == 2 && stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
               "max_pool2d: expected kernel_size, stride, padding and dilation of 2 values each, but got "
               "kernel_size=", kernel_size, ", stride=", stride, ", padding=", padding, ", dilation=", dilation);
-  TORCH_CHECK(kernel_size[0] > 0 && kernel_size[1] > 0,
-              "kernel_size should be greater than zero, but got kernel_size=", kernel_size);
-  TORCH_CHECK(stride[0] > 0 && stride[1] > 0, "stride should be greater than zero, but got stride=", stride);
-  TORCH_CHECK(dilation[0] > 0 && dilation[1] > 0,
-              "dilation should be greater than zero, but got dilation=", dilation);
-  TORCH_CHECK(padding[0] >= 0 && padding[1] >= 0, "padding must be non-negative, but got padding=", padding);
-  // PyTorch bounds the padding by half the kernel size itself, not the dilated (effective) one.
+  // PyTorch's checks, in its order and words, so a mistake reads the same as under
+  // torch.nn.functional.max_pool2d: per axis (H, then W) while it derives the output size, then the whole
+  // call. Its kernel size 0 (stride defaulting to it) therefore reports "stride should not be zero".
   for (int d = 0; d < 2; ++d) {
-    TORCH_CHECK(padding[d] <= kernel_size[d] / 2,
-                "pad should be at most half of kernel size, but got padding=", padding, ", kernel_size=",
-                kernel_size, " and dilation=", dilation);
+    TORCH_CHECK(stride[d] != 0, "stride should not be zero");
+    TORCH_CHECK(padding[d] >= 0, "pad must be non-negative, but got pad: ", padding[d]);
+    TORCH_CHECK(padding[d] <= ((kernel_size[d] - 1) * dilation[d] + 1) / 2,
+                "pad should be at most half of effective kernel size, but got pad=", padding[d],
+                ", kernel_size=", kernel_size[d], " and dilation=", dilation[d]);
   }
+  TORCH_CHECK(kernel_size[0] > 0 && kernel_size[1] > 0, "kernel size should be greater than zero, but got kH: ",
+              kernel_size[0], " kW: ", kernel_size[1]);
+  TORCH_CHECK(stride[0] > 0 && stride[1] > 0, "stride should be greater than zero, but got dH: ", stride[0],
+              " dW: ", stride[1]);
+  TORCH_CHECK(dilation[0] > 0 && dilation[1] > 0, "dilation should be greater than zero, but got dilationH: ",
+              dilation[0], " dilationW: ", dilation[1]);
+  // Only the batch may be empty. An unbatched input reaches here with a batch of 1 prepended, so its
+  // sizes print as 4-D.
   TORCH_CHECK(input_size[1] > 0 && input_size[2] > 0 && input_size[3] > 0,
-              "max_pool2d: expected input with non-zero channels, height and width, but got input of size: ",
-              input_size);
+              "Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, but got:", input_size);
+  // Besides the dilated window above, PyTorch bounds the padding by half the kernel size itself.
+  TORCH_CHECK(padding[0] <= kernel_size[0] / 2 && padding[1] <= kernel_size[1] / 2,
+              "pad should be smaller than or equal to half of kernel size, but got padW = ", padding[1],
+              ", padH = ", padding[0], ", kW = ", kernel_size[1], ", kH = ", kernel_size[0]);
   TORCH_CHECK(input_size[0] >= 0, "max_pool2d: negative batch size in input of size ", input_size);
 
   Pool2dProblem p{};

@@ -323,7 +323,8 @@ def test_torch_compile_fullgraph():
 
 # ------------------------------------------------------------------------------------- errors
 BAD_CALLS = [
-    ("kernel", lambda x: ((x, 0), {})),
+    ("stride", lambda x: ((x, 0), {})),            # kernel 0: the stride defaults to it, and torch names that
+    ("kernel", lambda x: ((x, 0, 1), {})),
     ("kernel", lambda x: ((x, (2, 0), 1), {})),
     ("stride", lambda x: ((x, 2, 0), {})),
     ("stride", lambda x: ((x, 2, -1), {})),
