@@ -241,6 +241,10 @@ void check_pool2d_bprop_tensors(const char* op, const at::Tensor& grad_output, c
   TORCH_CHECK(grad_output.device() == input.device() && argmax.device() == input.device(), op,
               ": expected grad_output, input and ", argmax_name, " on one device, but got ", grad_output.device(),
               ", ", input.device(), " and ", argmax.device());
+  // Integer max_pool2d is forward only: an integer tensor cannot require grad, so it has no gradient.
+  TORCH_CHECK(at::isFloatingType(grad_output.scalar_type()), op,
+              ": expected a floating point grad_output (integer max_pool2d has no backward), but got dtype ",
+              grad_output.scalar_type());
   TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(), op, ": expected grad_output of the input's dtype ",
               input.scalar_type(), ", but got ", grad_output.scalar_type());
   TORCH_CHECK(argmax.scalar_type() == argmax_dtype, op, ": expected ", argmax_dtype == at::kByte ? "uint8 " : "int64 ",
@@ -251,9 +255,13 @@ void check_pool2d_bprop_tensors(const char* op, const at::Tensor& grad_output, c
               argmax_name, " of size ", out_size, ", but got ", grad_output.sizes(), " and ", argmax.sizes());
 }
 
-void check_pool2d_input(const char* op, const at::Tensor& input) {
-  TORCH_CHECK(at::isFloatingType(input.scalar_type()), op, ": expected a floating point input, but got dtype ",
-              input.scalar_type());
+void check_pool2d_input(const at::Tensor& input) {
+  // The types the forward kernels are instantiated for (AT_DISPATCH_ALL_TYPES_AND2(Half, BFloat16)), which
+  // are PyTorch's; anything else is refused in PyTorch's words, as its NotImplementedError.
+  const at::ScalarType t = input.scalar_type();
+  const bool supported = t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16 ||
+                         t == at::kByte || t == at::kChar || t == at::kShort || t == at::kInt || t == at::kLong;
+  TORCH_CHECK_NOT_IMPLEMENTED(supported, "\"max_pool2d\" not implemented for '", t, "'");
 }
 
 void set_poison_outputs(bool enabled) { g_poison_outputs.store(enabled); }
