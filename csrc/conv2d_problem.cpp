@@ -3,6 +3,7 @@
 #include "ops_common.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 
 #include <atomic>
 #include <limits>
@@ -181,21 +182,30 @@ Pool2dProblem make_pool2d_problem(c10::IntArrayRef input_size, c10::IntArrayRef 
   TORCH_CHECK(kernel_size.size() == 2 && stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
               "max_pool2d: expected kernel_size, stride, padding and dilation of 2 values each, but got "
               "kernel_size=", kernel_size, ", stride=", stride, ", padding=", padding, ", dilation=", dilation);
-  TORCH_CHECK(kernel_size[0] > 0 && kernel_size[1] > 0,
-              "kernel_size should be greater than zero, but got kernel_size=", kernel_size);
-  TORCH_CHECK(stride[0] > 0 && stride[1] > 0, "stride should be greater than zero, but got stride=", stride);
-  TORCH_CHECK(dilation[0] > 0 && dilation[1] > 0,
-              "dilation should be greater than zero, but got dilation=", dilation);
-  TORCH_CHECK(padding[0] >= 0 && padding[1] >= 0, "padding must be non-negative, but got padding=", padding);
-  // PyTorch bounds the padding by half the kernel size itself, not the dilated (effective) one.
+  // PyTorch's checks, in its order and words, so a mistake reads the same as under
+  // torch.nn.functional.max_pool2d: per axis (H, then W) while it derives the output size, then the whole
+  // call. Its kernel size 0 (stride defaulting to it) therefore reports "stride should not be zero".
   for (int d = 0; d < 2; ++d) {
-    TORCH_CHECK(padding[d] <= kernel_size[d] / 2,
-                "pad should be at most half of kernel size, but got padding=", padding, ", kernel_size=",
-                kernel_size, " and dilation=", dilation);
+    TORCH_CHECK(stride[d] != 0, "stride should not be zero");
+    TORCH_CHECK(padding[d] >= 0, "pad must be non-negative, but got pad: ", padding[d]);
+    TORCH_CHECK(padding[d] <= ((kernel_size[d] - 1) * dilation[d] + 1) / 2,
+                "pad should be at most half of effective kernel size, but got pad=", padding[d],
+                ", kernel_size=", kernel_size[d], " and dilation=", dilation[d]);
   }
+  TORCH_CHECK(kernel_size[0] > 0 && kernel_size[1] > 0, "kernel size should be greater than zero, but got kH: ",
+              kernel_size[0], " kW: ", kernel_size[1]);
+  TORCH_CHECK(stride[0] > 0 && stride[1] > 0, "stride should be greater than zero, but got dH: ", stride[0],
+              " dW: ", stride[1]);
+  TORCH_CHECK(dilation[0] > 0 && dilation[1] > 0, "dilation should be greater than zero, but got dilationH: ",
+              dilation[0], " dilationW: ", dilation[1]);
+  // Only the batch may be empty. An unbatched input reaches here with a batch of 1 prepended, so its
+  // sizes print as 4-D.
   TORCH_CHECK(input_size[1] > 0 && input_size[2] > 0 && input_size[3] > 0,
-              "max_pool2d: expected input with non-zero channels, height and width, but got input of size: ",
-              input_size);
+              "Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, but got:", input_size);
+  // Besides the dilated window above, PyTorch bounds the padding by half the kernel size itself.
+  TORCH_CHECK(padding[0] <= kernel_size[0] / 2 && padding[1] <= kernel_size[1] / 2,
+              "pad should be smaller than or equal to half of kernel size, but got padW = ", padding[1],
+              ", padH = ", padding[0], ", kW = ", kernel_size[1], ", kH = ", kernel_size[0]);
   TORCH_CHECK(input_size[0] >= 0, "max_pool2d: negative batch size in input of size ", input_size);
 
   Pool2dProblem p{};
@@ -231,6 +241,10 @@ void check_pool2d_bprop_tensors(const char* op, const at::Tensor& grad_output, c
   TORCH_CHECK(grad_output.device() == input.device() && argmax.device() == input.device(), op,
               ": expected grad_output, input and ", argmax_name, " on one device, but got ", grad_output.device(),
               ", ", input.device(), " and ", argmax.device());
+  // Integer max_pool2d is forward only: an integer tensor cannot require grad, so it has no gradient.
+  TORCH_CHECK(at::isFloatingType(grad_output.scalar_type()), op,
+              ": expected a floating point grad_output (integer max_pool2d has no backward), but got dtype ",
+              grad_output.scalar_type());
   TORCH_CHECK(grad_output.scalar_type() == input.scalar_type(), op, ": expected grad_output of the input's dtype ",
               input.scalar_type(), ", but got ", grad_output.scalar_type());
   TORCH_CHECK(argmax.scalar_type() == argmax_dtype, op, ": expected ", argmax_dtype == at::kByte ? "uint8 " : "int64 ",
@@ -241,9 +255,13 @@ void check_pool2d_bprop_tensors(const char* op, const at::Tensor& grad_output, c
               argmax_name, " of size ", out_size, ", but got ", grad_output.sizes(), " and ", argmax.sizes());
 }
 
-void check_pool2d_input(const char* op, const at::Tensor& input) {
-  TORCH_CHECK(at::isFloatingType(input.scalar_type()), op, ": expected a floating point input, but got dtype ",
-              input.scalar_type());
+void check_pool2d_input(const at::Tensor& input) {
+  // The types the forward kernels are instantiated for (AT_DISPATCH_ALL_TYPES_AND2(Half, BFloat16)), which
+  // are PyTorch's; anything else is refused in PyTorch's words, as its NotImplementedError.
+  const at::ScalarType t = input.scalar_type();
+  const bool supported = t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16 ||
+                         t == at::kByte || t == at::kChar || t == at::kShort || t == at::kInt || t == at::kLong;
+  TORCH_CHECK_NOT_IMPLEMENTED(supported, "\"max_pool2d\" not implemented for '", t, "'");
 }
 
 void set_poison_outputs(bool enabled) { g_poison_outputs.store(enabled); }
@@ -254,11 +272,13 @@ at::Tensor new_output(c10::IntArrayRef sizes, const at::TensorOptions& options, 
   if (poison_outputs() && out.numel() > 0) {
     if (at::isFloatingType(out.scalar_type())) {
       out.fill_(std::numeric_limits<double>::quiet_NaN());
-    } else if (out.scalar_type() == at::kByte) {
-      // uint8 taps: INT64_MIN does not convert; 255 is no tap of any window under 256 taps.
-      out.fill_(std::numeric_limits<uint8_t>::max());
     } else {
-      out.fill_(std::numeric_limits<int64_t>::min());
+      // Integers hold no NaN: their type's max(), which is no int64 index, no tap of a window under 256
+      // taps, and an integer max_pool2d value only where the input holds it (lowest(), the padding, is
+      // what a window wholly in the padding rightly outputs, so it would hide a forgotten element there).
+      AT_DISPATCH_INTEGRAL_TYPES(out.scalar_type(), "new_output", [&] {
+        out.fill_(std::numeric_limits<scalar_t>::max());
+      });
     }
   }
   return out;

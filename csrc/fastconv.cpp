@@ -103,7 +103,7 @@ PYBIND11_MODULE(_C, m) {
         },
         "Tests: force the GEMM micro-kernel; returns the one that runs (the CPU may lack the one asked for).");
   m.def("set_poison_outputs", &fastconv::set_poison_outputs,
-        "Fill every new kernel output with NaN (or INT64_MIN) before the kernel writes it; for tests.");
+        "Fill every new kernel output with NaN (integers: their max()) before the kernel writes it; for tests.");
   m.def("poison_outputs", &fastconv::poison_outputs);
   // What algorithm="auto" runs for one CPU call and why, from the same make_conv2d_problem and the same
   // heuristic the kernels use. dtype: "float32" | "float64" | "float16" | "bfloat16"; pass: fprop | dgrad | wgrad.

@@ -30,19 +30,21 @@ at::MemoryFormat conv2d_output_memory_format(const at::Tensor& input, const at::
 Pool2dProblem make_pool2d_problem(c10::IntArrayRef input_size, c10::IntArrayRef kernel_size,
                                   c10::IntArrayRef stride, c10::IntArrayRef padding,
                                   c10::IntArrayRef dilation, bool ceil_mode);
-void check_pool2d_input(const char* op, const at::Tensor& input);
+// The forward's dtypes: floating and integer as PyTorch's max_pool2d (bool and the like raise its
+// NotImplementedError). The backward takes floating types only (check_pool2d_bprop_tensors).
+void check_pool2d_input(const at::Tensor& input);
 // The taps ops (_max_pool2d_fprop_taps/_bprop_taps) need R * S <= 256.
 void check_taps_fit_byte(const char* op, const Pool2dProblem& p);
 // The pooling backward's tensor checks, shared by every backend (each checks its device type first):
-// grad_output of the input's dtype, the argmax (argmax_name: "indices" or "taps") of its form's dtype, all
-// on one device, grad_output and the argmax of p's output size.
+// a floating point grad_output of the input's dtype, the argmax (argmax_name: "indices" or "taps") of its
+// form's dtype, all on one device, grad_output and the argmax of p's output size.
 void check_pool2d_bprop_tensors(const char* op, const at::Tensor& grad_output, const at::Tensor& input,
                                 const at::Tensor& argmax, const char* argmax_name, at::ScalarType argmax_dtype,
                                 const Pool2dProblem& p);
 
 // Every kernel output is allocated here: when poisoning is on (tests), floating outputs are filled
-// with NaN, uint8 outputs with 255 and other integer outputs with INT64_MIN, so an element a kernel forgot
-// to write shows up.
+// with NaN and integer outputs (indices, taps, integer pooled values) with their type's max(), so an
+// element a kernel forgot to write shows up.
 at::Tensor new_output(c10::IntArrayRef sizes, const at::TensorOptions& options,
                       at::MemoryFormat memory_format = at::MemoryFormat::Contiguous);
 void set_poison_outputs(bool enabled);

@@ -5,8 +5,8 @@ import torch
 
 import fastconv
 
-# Every kernel output starts as NaN (INT64_MIN for indices, 255 for taps), so an element a kernel forgets
-# shows up.
+# Every kernel output starts as NaN (integer ones, indices and taps included, as their dtype's max()), so an
+# element a kernel forgets shows up.
 fastconv._C.set_poison_outputs(True)
 
 # Tests run on small shapes; two threads are enough and keep the shared machines responsive.

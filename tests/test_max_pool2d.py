@@ -2,7 +2,7 @@
 errors) and against the float64 numpy reference; NaN/-inf/tie rules; gradcheck, opcheck, torch.compile;
 a deterministic backward.
 
-Outputs are poisoned (NaN / INT64_MIN) by conftest, so an element a kernel forgets to write fails."""
+Outputs are poisoned (NaN / the integer dtype's max()) by conftest, so an element a kernel forgets to write fails."""
 import numpy as np
 import pytest
 import torch
@@ -323,7 +323,8 @@ def test_torch_compile_fullgraph():
 
 # ------------------------------------------------------------------------------------- errors
 BAD_CALLS = [
-    ("kernel", lambda x: ((x, 0), {})),
+    ("stride", lambda x: ((x, 0), {})),            # kernel 0: the stride defaults to it, and torch names that
+    ("kernel", lambda x: ((x, 0, 1), {})),
     ("kernel", lambda x: ((x, (2, 0), 1), {})),
     ("stride", lambda x: ((x, 2, 0), {})),
     ("stride", lambda x: ((x, 2, -1), {})),
@@ -349,12 +350,14 @@ def test_bad_arguments_raise_like_torch(name, call):
         fastconv.max_pool2d(*args, return_indices=True, **kwargs)
 
 
-@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.bool])
-def test_integer_input_is_rejected_naming_the_dtype(dtype):
-    x = torch.randint(0, 2, (1, 1, 4, 4)).to(dtype)
-    name = {torch.int64: "Long", torch.int32: "Int", torch.uint8: "Byte", torch.bool: "Bool"}[dtype]
-    with pytest.raises(RuntimeError, match=name):
-        fastconv.max_pool2d(x, 2)
+@pytest.mark.parametrize("dtype", [torch.bool, torch.uint16, torch.complex64])
+def test_dtypes_torch_refuses_are_rejected_naming_the_dtype(dtype):
+    # Integer inputs pool as torch's (tests/test_max_pool2d_int.py); these torch refuses, and so does fastconv.
+    x = torch.zeros(1, 1, 4, 4, dtype=dtype)
+    name = {torch.bool: "Bool", torch.uint16: "UInt16", torch.complex64: "ComplexFloat"}[dtype]
+    for pool in (F.max_pool2d, fastconv.max_pool2d):
+        with pytest.raises(NotImplementedError, match=f"not implemented for '{name}'"):
+            pool(x, 2)
 
 
 def test_half_input_pools_as_torch():

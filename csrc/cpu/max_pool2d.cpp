@@ -16,6 +16,8 @@
 // Semantics are PyTorch's CPU kernel's, tap for tap: the running max starts at -inf with the index of the
 // window's first in-bounds tap; taps are scanned row-major and a tap wins when it is strictly greater or
 // NaN, so ties keep the first maximum and the last NaN wins; padding is -inf and is never reported.
+// Integer inputs (forward only, as PyTorch's) take the scalar and GCC-vector kernels with lowest() in
+// place of -inf; no integer is NaN.
 // The backward owns every grad_input element in exactly one thread and sums into it in output order, so
 // it is bitwise deterministic for any thread count, and the same from either form of the argmax (but
 // for a window wholly in the padding, whose int64 seed may wrap onto a pixel, as PyTorch's CPU does).
@@ -98,10 +100,31 @@ std::vector<Taps> col_windows(const Pool2dProblem& p) {
   return window_taps(p.Q, p.stride_w, p.pad_w, p.dilation_w, p.S, p.W, kTapsForm<Index>, 1);
 }
 
+// What the running max starts from, and what padding is: -inf, or for integers, which have no infinity,
+// lowest() as PyTorch's kernels do (a window wholly in the padding outputs it). Either way no input loses
+// to it, so the index seeded with the window's first in-bounds tap stays when every tap is that value.
+template <typename T>
+inline T padding_value() {
+  if constexpr (std::numeric_limits<T>::has_infinity) {
+    return -std::numeric_limits<T>::infinity();
+  } else {
+    return std::numeric_limits<T>::lowest();
+  }
+}
+
+template <typename T>
+inline bool is_nan(T value) {
+  if constexpr (std::is_integral_v<T>) {
+    return false;
+  } else {
+    return value != value;
+  }
+}
+
 // The winner rule, written without short-circuit so the channels_last loop stays branch-free.
 template <typename T>
 inline bool takes(T value, T running_max) {
-  return (value > running_max) | (value != value);
+  return (value > running_max) | is_nan(value);
 }
 
 // A fresh output of many megabytes comes straight from mmap, and on this kind of machine first-touch
@@ -143,7 +166,7 @@ inline void nchw_outputs(const T* xp, int64_t W, Taps r, const Taps* cols, int64
                          int64_t dh, int64_t dw, ArgmaxSteps steps, T* y_row, Index* i_row) {
   for (int64_t out_w = q_begin; out_w < q_end; ++out_w) {
     const Taps s = cols[out_w];
-    T max_value = -std::numeric_limits<T>::infinity();
+    T max_value = padding_value<T>();
     int64_t max_index = pool_avx2::window_seed<Index>(r, s);
     for (int64_t h = r.first, row = r.index; h < r.end; h += (kUnitDilation ? 1 : dh), row += steps.row) {
       const T* x_row = xp + h * W;
@@ -209,7 +232,7 @@ inline void cl_window(const T* x_image, int64_t C, int64_t W, Taps r, Taps s, in
   I max_index[channel_block<T>()];
   const I seed = static_cast<I>(pool_avx2::window_seed<Index>(r, s));
   for (int64_t c = 0; c < n; ++c) {
-    max_value[c] = -std::numeric_limits<T>::infinity();
+    max_value[c] = padding_value<T>();
     max_index[c] = seed;
   }
   for (int64_t h = r.first, row = r.index; h < r.end; h += (kUnitDilation ? 1 : dh), row += steps.row) {
@@ -233,6 +256,8 @@ inline void cl_window(const T* x_image, int64_t C, int64_t W, Taps r, Taps s, in
 // One full block of channels with explicit 16-byte vectors (GCC vector extensions, so SSE2 at the
 // baseline): compare, NaN test and bitwise selects, four vectors in registers across the window. The
 // auto-vectoriser leaves the same loop scalar (it fully unrolls it first, then fails to SLP the selects).
+// Value and argmax lanes must be as wide: float, double, int32 and int64 (narrower integers go through
+// cl_window, their argmax needing more bits than their lanes have).
 template <typename T, typename I, typename Index, bool kUnitDilation>
 inline void cl_block(const T* x_image, int64_t C, int64_t W, Taps r, Taps s, int64_t dh, int64_t dw,
                      ArgmaxSteps steps, T* y_out, Index* i_out) {
@@ -243,7 +268,7 @@ inline void cl_block(const T* x_image, int64_t C, int64_t W, Taps r, Taps s, int
   V max_value[kVecs];
   IV max_index[kVecs];
   for (int v = 0; v < kVecs; ++v) {
-    max_value[v] = V{} - std::numeric_limits<T>::infinity();
+    max_value[v] = V{} + padding_value<T>();
     max_index[v] = IV{} + static_cast<I>(pool_avx2::window_seed<Index>(r, s));
   }
   for (int64_t h = r.first, row = r.index; h < r.end; h += (kUnitDilation ? 1 : dh), row += steps.row) {
@@ -253,7 +278,8 @@ inline void cl_block(const T* x_image, int64_t C, int64_t W, Taps r, Taps s, int
       for (int v = 0; v < kVecs; ++v) {
         V value;
         std::memcpy(&value, xv + v * kLanes, sizeof(V));
-        const IV take = (value > max_value[v]) | (value != value);  // all-ones lanes where the tap wins
+        IV take = value > max_value[v];  // all-ones lanes where the tap wins
+        if constexpr (!std::is_integral_v<T>) take |= value != value;
         max_value[v] = (V)(((IV)value & take) | ((IV)max_value[v] & ~take));
         max_index[v] = (index & take) | (max_index[v] & ~take);
       }
@@ -645,7 +671,7 @@ template <typename Index>
 std::tuple<at::Tensor, at::Tensor> fprop_op(const char* op, const at::Tensor& input, at::IntArrayRef kernel_size,
                                             at::IntArrayRef stride, at::IntArrayRef padding,
                                             at::IntArrayRef dilation, bool ceil_mode) {
-  check_pool2d_input(op, input);
+  check_pool2d_input(input);
   const Pool2dProblem p = make_pool2d_problem(input.sizes(), kernel_size, stride, padding, dilation, ceil_mode);
   if constexpr (kTapsForm<Index>) check_taps_fit_byte(op, p);
   const at::MemoryFormat format = input.suggest_memory_format();
@@ -657,7 +683,7 @@ std::tuple<at::Tensor, at::Tensor> fprop_op(const char* op, const at::Tensor& in
   advise_huge_pages(indices);
   const at::Tensor x = input.contiguous(format);
   const bool unit_dilation = p.dilation_h == 1 && p.dilation_w == 1;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "max_pool2d", [&] {
+  AT_DISPATCH_ALL_TYPES_AND2(at::kBFloat16, at::kHalf, input.scalar_type(), "max_pool2d", [&] {
     const scalar_t* xd = x.const_data_ptr<scalar_t>();
     scalar_t* yd = output.mutable_data_ptr<scalar_t>();
     Index* id = indices.mutable_data_ptr<Index>();
@@ -677,7 +703,6 @@ template <typename Index>
 at::Tensor bprop_op(const char* op, const char* argmax_name, const at::Tensor& grad_output, const at::Tensor& input,
                     const at::Tensor& argmax, at::IntArrayRef kernel_size, at::IntArrayRef stride,
                     at::IntArrayRef padding, at::IntArrayRef dilation, bool ceil_mode) {
-  check_pool2d_input(op, input);
   const Pool2dProblem p = make_pool2d_problem(input.sizes(), kernel_size, stride, padding, dilation, ceil_mode);
   if constexpr (kTapsForm<Index>) check_taps_fit_byte(op, p);
   check_pool2d_bprop_tensors(op, grad_output, input, argmax, argmax_name, c10::CppTypeToScalarType<Index>(), p);
@@ -689,6 +714,7 @@ at::Tensor bprop_op(const char* op, const char* argmax_name, const at::Tensor& g
   const at::Tensor am = argmax.contiguous(format);
   using Argmax = std::conditional_t<kTapsForm<Index>, TapArgmax, FlatArgmax>;
   const Argmax reader(p, am.const_data_ptr<Index>());
+  // Floating types only: check_pool2d_bprop_tensors refused an integer grad_output (and input).
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, grad_output.scalar_type(), "max_pool2d_backward", [&] {
     const scalar_t* dyd = dy.const_data_ptr<scalar_t>();
     scalar_t* dxd = grad_input.mutable_data_ptr<scalar_t>();

@@ -14,14 +14,15 @@
 //
 // Semantics are PyTorch's: the running max starts at -inf with the index of the window's first in-bounds
 // tap; a strictly greater value replaces it (ties keep the FIRST maximum); a NaN always replaces it (the
-// LAST NaN in scan order wins). Values are compared in float (double for double). Indices are int64 flat
-// positions h * W + w in the input plane; a dilated window lying wholly in the padding yields -inf and the
-// index PyTorch computes, which may lie outside the plane. The taps pair records the same argmax as its
-// tap number in the window (tap 0 for a window wholly in the padding, outside the input too). The backward
-// is a gather: each input element sums, in a fixed order, the gradients of the windows that really contain
-// it as a tap and whose argmax is it. It never dereferences an index or a tap, so it cannot read or write
-// out of bounds, needs no atomics and is bitwise deterministic. A window wholly in the padding has no
-// input taps, so its gradient goes nowhere.
+// LAST NaN in scan order wins). Values are compared in float (double for double). Integer inputs (the
+// forward only, as PyTorch's) are compared in their own type, from lowest() instead of -inf. Indices are
+// int64 flat positions h * W + w in the input plane; a dilated window lying wholly in the padding yields
+// -inf (lowest()) and the index PyTorch computes, which may lie outside the plane. The taps pair records
+// the same argmax as its tap number in the window (tap 0 for a window wholly in the padding, outside the
+// input too). The backward is a gather: each input element sums, in a fixed order, the gradients of the
+// windows that really contain it as a tap and whose argmax is it. It never dereferences an index or a tap,
+// so it cannot read or write out of bounds, needs no atomics and is bitwise deterministic. A window wholly
+// in the padding has no input taps, so its gradient goes nowhere.
 //
 // Every kernel is templated on index_t: int64_t in general, int32_t only when the host has proven with
 // pool2d_fits_int32 that every offset and every intermediate coordinate fits (the fast path); and on the
@@ -31,6 +32,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "../conv2d_problem.h"
 #include "launch.cuh"
@@ -39,19 +41,31 @@ namespace fastconv::FASTCONV_KERNEL_NAMESPACE {
 
 inline constexpr int kPoolThreadsPerBlock = 256;
 
-// Comparison and accumulation type: float for float, half and bfloat16; double for double.
+// Comparison and accumulation type: float for float, half and bfloat16; double for double; an integer
+// type itself (float would round int32 and int64 values, and ties would then pick the wrong index).
 template <typename T>
 struct PoolAccumulate {
-  using type = float;
+  using type = std::conditional_t<std::is_integral_v<T> || std::is_same_v<T, double>, T, float>;
 };
-template <>
-struct PoolAccumulate<double> {
-  using type = double;
-};
+
+// Where the running max starts, and what the padding is: -inf, or lowest() for integers, which have no
+// infinity (PyTorch's choice: a window wholly in the padding outputs it).
+template <typename acc_t>
+FASTCONV_HD inline acc_t pool_padding_value() {
+  if constexpr (std::is_integral_v<acc_t>) {
+    return std::numeric_limits<acc_t>::lowest();
+  } else {
+    return -std::numeric_limits<acc_t>::infinity();
+  }
+}
 
 template <typename T>
 FASTCONV_HD inline bool pool_is_nan(T v) {
-  return v != v;
+  if constexpr (std::is_integral_v<T>) {
+    return false;
+  } else {
+    return v != v;
+  }
 }
 
 // First tap coordinate >= 0 of a window starting at `start` (< 0 in the padding) with this dilation.
@@ -127,7 +141,7 @@ FASTCONV_HD inline void pool_window(const scalar_t* __restrict__ plane, index_t 
   const index_t w_end = w_start + (g.S - 1) * g.dilation_w + 1 < g.W ? w_start + (g.S - 1) * g.dilation_w + 1 : g.W;
   const index_t h0 = first_in_bounds(h_start, g.dilation_h);
   const index_t w0 = first_in_bounds(w_start, g.dilation_w);
-  acc_t max_value = -std::numeric_limits<acc_t>::infinity();
+  acc_t max_value = pool_padding_value<acc_t>();
   index_t max_h = h0, max_w = w0;
   for (index_t h = h0; h < h_end; h += g.dilation_h) {
     for (index_t w = w0; w < w_end; w += g.dilation_w) {

@@ -68,7 +68,7 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_fprop_host(const at::Tensor& input
                                                          c10::IntArrayRef dilation, bool ceil_mode) {
   using Ops = PoolArgmaxOps<Argmax>;
   constexpr const char* op = Ops::fprop;
-  check_pool2d_input(op, input_);
+  check_pool2d_input(input_);
   Backend::check_device(op, input_);
   const Pool2dProblem p = make_pool2d_problem(input_.sizes(), kernel_size, stride, padding, dilation, ceil_mode);
   Ops::check_problem(op, p);
@@ -86,7 +86,8 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_fprop_host(const at::Tensor& input
   const dim3 grid = pool_grid(total);
   const bool use_int32 = pool2d_fits_int32(p, static_cast<int64_t>(grid.x) * kPoolThreadsPerBlock);
   const bool nhwc = format == at::MemoryFormat::ChannelsLast;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), op, [&] {
+  // PyTorch's forward dtypes: floating and integer (check_pool2d_input refused the rest).
+  AT_DISPATCH_ALL_TYPES_AND2(at::kHalf, at::kBFloat16, input.scalar_type(), op, [&] {
     const auto* x = input.const_data_ptr<scalar_t>();
     auto* y = output.mutable_data_ptr<scalar_t>();
     auto* arg = argmax.mutable_data_ptr<argmax_t>();
@@ -113,7 +114,6 @@ at::Tensor max_pool2d_bprop_host(const at::Tensor& grad_output_, const at::Tenso
   using Ops = PoolArgmaxOps<Argmax>;
   using argmax_t = typename Argmax::type;
   constexpr const char* op = Ops::bprop;
-  check_pool2d_input(op, input_);
   Backend::check_device(op, input_);
   Backend::check_device(op, grad_output_);
   Backend::check_device(op, argmax_);
@@ -134,6 +134,7 @@ at::Tensor max_pool2d_bprop_host(const at::Tensor& grad_output_, const at::Tenso
   const dim3 grid = pool_grid(total);
   const bool use_int32 = pool2d_fits_int32(p, static_cast<int64_t>(grid.x) * kPoolThreadsPerBlock);
   const bool nhwc = format == at::MemoryFormat::ChannelsLast;
+  // Floating types only: check_pool2d_bprop_tensors refused an integer grad_output (and input).
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, input_.scalar_type(), op, [&] {
     const auto* dy = grad_output.const_data_ptr<scalar_t>();
     const auto* arg = argmax.const_data_ptr<argmax_t>();
