@@ -159,6 +159,10 @@ def _complex_conv2d(ops, input, weight, bias, *args):
 
 def max_pool2d_with(ops, input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
     _check_tensor("max_pool2d", "input", 1, input)
+    if input.dim() == 3 and 0 in input.shape:
+        # make_pool2d_problem's message, with the size as the caller passed it (not the batched view).
+        raise RuntimeError("Expected 3D or 4D (batch mode) tensor with optional 0 dim batch size for input, but "
+                           f"got:{list(input.shape)}")
     input, unbatched = _batched(input, "max_pool2d")
     if unbatched:
         # PyTorch pools a 3-D input as a contiguous one (a 3-D tensor has no channels_last), so its

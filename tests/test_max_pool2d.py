@@ -14,7 +14,7 @@ import fastconv
 from fastconv import reference
 
 import lecture_examples as lecture
-from pool_cases import INF, NAN, PLANE_CASES, ROW_CASES, row_id
+from pool_cases import INF, NAN, PLANE_CASES, ROW_CASES, all_padding_mask, row_id
 
 CL = torch.channels_last
 LAYOUTS = ["nchw", "channels_last", "slice", "transposed", "channels_last_slice", "unbatched", "unbatched_cl"]
@@ -126,11 +126,16 @@ def test_bprop_matches_torch_and_reference(p):
         # torch's backward writes out of bounds for an index outside the plane: only compare without.
         x_torch = x.detach().clone().requires_grad_()
         y_torch = F.max_pool2d(x_torch, kernel, *args)
-        (dx_torch,) = torch.autograd.grad(y_torch, x_torch, dy)
+        (dx_torch,) = torch.autograd.grad(y_torch, x_torch, dy, retain_graph=True)
         assert_same(dx, dx_torch)  # same summation order, so bitwise equal even in float32
-        # Without return_indices autograd keeps one-byte tap numbers instead: the same gradient.
+        # Without return_indices autograd keeps one-byte tap numbers instead: the same gradient, except
+        # that a window wholly in the padding (whose index torch wraps onto a pixel) sends it nowhere.
+        stride, padding, dilation, _ = args
+        stride = kernel if stride is None else (stride, stride) if isinstance(stride, int) else stride
+        dead = torch.from_numpy(all_padding_mask(x4.shape, *y.shape[-2:], kernel, stride, padding, dilation))
         (dx_taps,) = torch.autograd.grad(fastconv.max_pool2d(x, kernel, *args), x, dy)
-        assert_same(dx_taps, dx_torch)
+        (dx_live,) = torch.autograd.grad(y_torch, x_torch, torch.where(dead, torch.zeros_like(dy), dy))
+        assert_same(dx_taps, dx_live)
     # Out-of-plane indices (windows wholly in the padding) route their gradient nowhere.
     dy4 = as_batched(dy).double().numpy()
     idx4 = as_batched(idx).numpy()
