@@ -40,7 +40,8 @@ def register_conv(ns):
     ops = _ops_of(ns)
     fprop, dgrad, wgrad, bgrad = ops.conv2d_fprop, ops._conv2d_dgrad, ops._conv2d_wgrad, ops._conv2d_bgrad
 
-    def fprop_rule(info, in_dims, input, weight, bias, stride, padding, dilation, groups, algorithm, padding_mode="zeros"):
+    def fprop_rule(info, in_dims, input, weight, bias, stride, padding, dilation, groups, algorithm,
+                   padding_mode="zeros"):
         B = info.batch_size
         x_dim, w_dim, b_dim = in_dims[:3]
         params = (stride, padding, dilation)
@@ -62,7 +63,7 @@ def register_conv(ns):
         return _lanes_of_channels(out, B), 0
 
     def dgrad_rule(info, in_dims, grad_output, weight, input_size, stride, padding, dilation, groups, algorithm,
-          padding_mode="zeros"):
+                   padding_mode="zeros"):
         B = info.batch_size
         dy_dim, w_dim = in_dims[:2]
         N, C, H, W = input_size
@@ -77,7 +78,7 @@ def register_conv(ns):
         return _lanes_of_channels(out, B), 0
 
     def wgrad_rule(info, in_dims, grad_output, input, weight_size, stride, padding, dilation, groups, algorithm,
-          padding_mode="zeros"):
+                   padding_mode="zeros"):
         B = info.batch_size
         dy_dim, x_dim = in_dims[:2]
         K, *rest = weight_size

@@ -171,61 +171,37 @@ def register_conv(ns):
 
     register(ns, "conv2d_fprop", setup_context=fprop_setup, backward=fprop_backward, jvp=fprop_jvp)
 
+    # The two backward ops are bilinear: op(a, b, size, *params), linear in a and in b. d_a(a, b, g, params)
+    # and d_b(...) are the backward's gradients with respect to each; the jvp is op(da, b) + op(a, db).
+    def register_bilinear(name, op, d_a, d_b):
+        def setup(ctx, inputs, output):
+            a, b, size, *params = inputs
+            ctx.save_for_backward(a, b)
+            ctx.save_for_forward(a, b)
+            ctx.size = size
+            ctx.params = params
+
+        def backward(ctx, grad):
+            a, b = ctx.saved_tensors
+            grad_a = d_a(a, b, grad, ctx.params) if ctx.needs_input_grad[0] else None
+            grad_b = d_b(a, b, grad, ctx.params) if ctx.needs_input_grad[1] else None
+            return grad_a, grad_b, None, None, None, None, None, None, None
+
+        def jvp(ctx, da, db, *_):
+            a, b = ctx.saved_tensors
+            tangent = None if da is None else op(da, b, ctx.size, *ctx.params)
+            return tangent if db is None else _add(tangent, op(a, db, ctx.size, *ctx.params))
+
+        register(ns, name, setup_context=setup, backward=backward, jvp=jvp)
+
     # dgrad(dy, w) is the input gradient; d/d(dy) = fprop(g, w), d/dw = wgrad(dy, g).
-    def dgrad_setup(ctx, inputs, output):
-        grad_output, weight, input_size, *params = inputs
-        ctx.save_for_backward(grad_output, weight)
-        ctx.save_for_forward(grad_output, weight)
-        ctx.input_size = input_size
-        ctx.params = params
-
-    def dgrad_backward(ctx, grad):
-        grad_output, weight = ctx.saved_tensors
-        d_grad_output = d_weight = None
-        if ctx.needs_input_grad[0]:
-            d_grad_output = fprop(grad, weight, None, *ctx.params)
-        if ctx.needs_input_grad[1]:
-            d_weight = wgrad(grad_output, grad, weight.shape, *ctx.params)
-        return d_grad_output, d_weight, None, None, None, None, None, None, None
-
-    def dgrad_jvp(ctx, d_grad_output, d_weight, *_):
-        grad_output, weight = ctx.saved_tensors
-        tangent = None
-        if d_grad_output is not None:
-            tangent = dgrad(d_grad_output, weight, ctx.input_size, *ctx.params)
-        if d_weight is not None:
-            tangent = _add(tangent, dgrad(grad_output, d_weight, ctx.input_size, *ctx.params))
-        return tangent
-
-    register(ns, "_conv2d_dgrad", setup_context=dgrad_setup, backward=dgrad_backward, jvp=dgrad_jvp)
-
+    register_bilinear("_conv2d_dgrad", dgrad,
+                      lambda dy, w, g, params: fprop(g, w, None, *params),
+                      lambda dy, w, g, params: wgrad(dy, g, w.shape, *params))
     # wgrad(dy, x) is the weight gradient; d/d(dy) = fprop(x, g), d/dx = dgrad(dy, g).
-    def wgrad_setup(ctx, inputs, output):
-        grad_output, input, weight_size, *params = inputs
-        ctx.save_for_backward(grad_output, input)
-        ctx.save_for_forward(grad_output, input)
-        ctx.weight_size = weight_size
-        ctx.params = params
-
-    def wgrad_backward(ctx, grad):
-        grad_output, input = ctx.saved_tensors
-        d_grad_output = d_input = None
-        if ctx.needs_input_grad[0]:
-            d_grad_output = fprop(input, grad, None, *ctx.params)
-        if ctx.needs_input_grad[1]:
-            d_input = dgrad(grad_output, grad, input.shape, *ctx.params)
-        return d_grad_output, d_input, None, None, None, None, None, None, None
-
-    def wgrad_jvp(ctx, d_grad_output, d_input, *_):
-        grad_output, input = ctx.saved_tensors
-        tangent = None
-        if d_grad_output is not None:
-            tangent = wgrad(d_grad_output, input, ctx.weight_size, *ctx.params)
-        if d_input is not None:
-            tangent = _add(tangent, wgrad(grad_output, d_input, ctx.weight_size, *ctx.params))
-        return tangent
-
-    register(ns, "_conv2d_wgrad", setup_context=wgrad_setup, backward=wgrad_backward, jvp=wgrad_jvp)
+    register_bilinear("_conv2d_wgrad", wgrad,
+                      lambda dy, x, g, params: fprop(x, g, None, *params),
+                      lambda dy, x, g, params: dgrad(dy, g, x.shape, *params))
 
     def bgrad_setup(ctx, inputs, output):
         ctx.grad_output_shape = inputs[0].shape
