@@ -88,6 +88,8 @@ PYBIND11_MODULE(_C, m) {
   }, "How this build of fastconv was made: torch version, CUDA or not, compiler, SIMD level, GEMM kernel.");
   m.def("_set_cpu_isa_cap", &fastconv::cpu::set_cpu_isa_cap,
         "Tests: cap the instruction-set level (portable | avx2 | avx512; '' = FASTCONV_CPU_ISA's) from now on.");
+  m.def("_set_vec16_portable", &fastconv::cpu::set_vec16_portable,
+        "Tests: run every AVX-512 kernel through the portable 16-lane vector layer (any CPU), or not.");
   m.def("_set_gemm_kernel",
         [](const std::string& name) {
           const int which = name == "auto"             ? 0

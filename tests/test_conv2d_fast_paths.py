@@ -50,6 +50,45 @@ def test_blocked_direct_tile_edges(algorithm, name, layout, dtype):
     check_conv(fastconv.conv2d, TILE_EDGE_CASES[name], dtype, layout, algorithm=algorithm)
 
 
+# The 16-lane (AVX-512) tile: 14 output pixels x 16 channels, written once against the vector layer and run
+# here through its portable build on any CPU (fastconv._C._set_vec16_portable), and compared bit for bit
+# with the native build where this CPU has AVX-512.
+VEC16_TILE_CASES = {
+    **TILE_EDGE_CASES,
+    "pq_one_past_the_tile": ConvCase(1, 3, 3, 5, 16, 1, 1),
+    "pq_two_tiles_and_tail": ConvCase(2, 5, 5, 7, 33, 3, 3, padding=(1, 1)),
+}
+
+
+@pytest.fixture
+def vec16_portable():
+    fastconv._C._set_vec16_portable(True)
+    try:
+        yield
+    finally:
+        fastconv._C._set_vec16_portable(False)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("name", sorted(VEC16_TILE_CASES))
+def test_blocked_direct_vec16_tile_through_the_portable_layer(vec16_portable, name, layout):
+    check_conv(fastconv.conv2d, VEC16_TILE_CASES[name], torch.float32, layout, algorithm="direct")
+
+
+def test_blocked_direct_avx512_tile_matches_its_portable_build():
+    if fastconv.build_info()["cpu_isa"] != "avx512":
+        pytest.skip("no AVX-512 here: the native tile is not run")
+    g = torch.Generator().manual_seed(5)
+    x, w, b = torch.randn(2, 7, 9, 11, generator=g), torch.randn(37, 7, 3, 3, generator=g), torch.randn(37, generator=g)
+    native = fastconv.conv2d(x, w, b, padding=1, algorithm="direct")
+    fastconv._C._set_vec16_portable(True)
+    try:
+        portable = fastconv.conv2d(x, w, b, padding=1, algorithm="direct")
+    finally:
+        fastconv._C._set_vec16_portable(False)
+    assert torch.equal(native, portable)
+
+
 POINTWISE_CASES = {
     "1x1": ConvCase(2, 5, 6, 7, 4, 1, 1),
     "1x1_wide": ConvCase(3, 17, 5, 9, 33, 1, 1),

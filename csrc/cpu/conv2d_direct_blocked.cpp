@@ -7,6 +7,9 @@
 //     accumulated over (r, s, c) in that fixed order: 6 broadcasts of x and 2 vector loads of w per
 //     12 FMAs, like the GEMM's micro-kernel, with the input read in place instead of packed.
 // AVX2+FMA through a target attribute, chosen at run time; a portable template computes the same tile.
+// On AVX-512 the tile is 14 pixels x 16 channels (one ZMM accumulator per pixel, 14 of 32 registers; the
+// weight layout is unchanged), written once against the 16-lane vector layer (simd/vec16.h), so the same
+// source runs through the portable layer in the tests on any CPU.
 // dgrad of a stride-1 convolution runs through the same forward kernel (conv2d_dgrad_direct_blocked).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -17,7 +20,9 @@
 #include <vector>
 
 #include "conv2d_cpu.h"
+#include "conv2d_direct_blocked_tile.h"
 #include "cpu_features.h"
+#include "simd/vec16.h"
 
 #if (defined(__x86_64__) || defined(__i386__)) && !defined(FASTCONV_GEMM_NO_AVX2)
 #include <immintrin.h>
@@ -26,10 +31,9 @@
 
 namespace fastconv::cpu {
 
-namespace {
+using namespace direct_blocked;
 
-constexpr int kTileQ = 6;   // output pixels per register tile
-constexpr int kTileK = 16;  // output channels per register tile (two 8-float vectors)
+namespace {
 
 // AVX2 code exists in this build and the CPU can run it.
 bool avx2_usable() {
@@ -39,16 +43,6 @@ bool avx2_usable() {
   return false;
 #endif
 }
-
-struct TileArgs {
-  const float* x;    // padded input of this image
-  int64_t off[kTileQ];  // per tile pixel: offset of its window's top-left tap, channel 0 (any row)
-  int64_t x_r;       // elements per tap row step (dilation_h * Wp * C)
-  int64_t x_s;       // elements per tap column step (dilation_w * C)
-  const float* w;    // wb block for this K block: [R][S][C][16]
-  int64_t R, S, C;
-  const float* bias16;  // 16 bias values (zero-padded) or null
-};
 
 // Portable tile: out[i][k] for i < nq.
 template <int NQ>
@@ -126,10 +120,31 @@ __attribute__((target("avx2,fma"))) void tile_avx2(const TileArgs& a, float* out
 }
 #endif
 
-using TileFn = void (*)(const TileArgs&, float*);
 
+// Which tile kernel, and how many pixels it takes, for this call.
+enum class TileKernel { Portable, Avx2, Avx512, Vec16Portable };
 
-TileFn tile_fn(int nq, bool avx2) {
+TileKernel tile_kernel(bool force_portable) {
+  if (force_portable) return TileKernel::Portable;
+  switch (vec16_impl()) {
+    case Vec16Impl::Portable: return TileKernel::Vec16Portable;
+#if FASTCONV_HAVE_AVX512_CODE && defined(FC_HAVE_AVX2_CODE)
+    case Vec16Impl::Native: return TileKernel::Avx512;
+#endif
+    default: return avx2_usable() ? TileKernel::Avx2 : TileKernel::Portable;
+  }
+}
+
+int tile_pixels(TileKernel kernel) {
+  return kernel == TileKernel::Avx512 || kernel == TileKernel::Vec16Portable ? kTileQVec16 : kTileQ;
+}
+
+TileFn tile_fn(int nq, TileKernel kernel) {
+  if (kernel == TileKernel::Vec16Portable) return direct_tile_vec16_portable(nq);
+#if FASTCONV_HAVE_AVX512_CODE && defined(FC_HAVE_AVX2_CODE)
+  if (kernel == TileKernel::Avx512) return direct_tile_avx512(nq);
+#endif
+  const bool avx2 = kernel == TileKernel::Avx2;
 #ifdef FC_HAVE_AVX2_CODE
   if (avx2) {
     static constexpr TileFn fns[] = {nullptr, tile_avx2<1>, tile_avx2<2>, tile_avx2<3>,
@@ -195,15 +210,16 @@ void conv2d_fprop_direct_blocked(const Conv2dProblem& p, const at::Tensor& input
   const float* bp = bias.defined() ? b_t.const_data_ptr<float>() : nullptr;
   float* y = output.mutable_data_ptr<float>();
   const Strides4 ys = strides_of(output);
-  const bool avx2 = !force_portable && avx2_usable();
-  // Tiles are 6 consecutive output pixels in (p, q) order, wrapping across rows, so small maps (7x7)
+  const TileKernel kernel = tile_kernel(force_portable);
+  const int tile_q = tile_pixels(kernel);
+  // Tiles are tile_q consecutive output pixels in (p, q) order, wrapping across rows, so small maps (7x7)
   // still fill the tile. Tasks are (K block, image, group of tiles), K block slowest so a thread's weight
   // block stays in cache.
-  const int64_t PQ = P * Q, tiles = (PQ + kTileQ - 1) / kTileQ;
+  const int64_t PQ = P * Q, tiles = (PQ + tile_q - 1) / tile_q;
   constexpr int64_t kTilesPerTask = 8;
   const int64_t groups_per_image = (tiles + kTilesPerTask - 1) / kTilesPerTask;
   at::parallel_for(0, KB * N * groups_per_image, 1, [&](int64_t begin, int64_t end) {
-    alignas(64) float tile[kTileQ * kTileK];
+    alignas(64) float tile[kMaxTileQ * kTileK];
     for (int64_t t = begin; t < end; ++t) {
       const int64_t kb = t / (N * groups_per_image), n = (t / groups_per_image) % N, tg = t % groups_per_image;
       const int64_t k0 = kb * kTileK, kn = std::min<int64_t>(kTileK, K - k0);
@@ -218,13 +234,13 @@ void conv2d_fprop_direct_blocked(const Conv2dProblem& p, const at::Tensor& input
       a.bias16 = bp ? bp + k0 : nullptr;
       const int64_t tile_end = std::min(tiles, (tg + 1) * kTilesPerTask);
       for (int64_t ti = tg * kTilesPerTask; ti < tile_end; ++ti) {
-        const int64_t m0 = ti * kTileQ;
-        const int nq = static_cast<int>(std::min<int64_t>(kTileQ, PQ - m0));
+        const int64_t m0 = ti * tile_q;
+        const int nq = static_cast<int>(std::min<int64_t>(tile_q, PQ - m0));
         for (int i = 0; i < nq; ++i) {
           const int64_t out_h = (m0 + i) / Q, out_w = (m0 + i) % Q;
           a.off[i] = (out_h * p.stride_h * Wp + out_w * p.stride_w) * C;
         }
-        tile_fn(nq, avx2)(a, tile);
+        tile_fn(nq, kernel)(a, tile);
         for (int i = 0; i < nq; ++i) {
           const int64_t out_h = (m0 + i) / Q, out_w = (m0 + i) % Q;
           float* y_px = y + n * ys.n + out_h * ys.h + out_w * ys.w + k0 * ys.c;

@@ -50,6 +50,7 @@ CpuIsa env_cap() {
 }
 
 std::atomic<int> g_cap{-1};  // -1: the environment's cap
+std::atomic<bool> g_vec16_portable{false};
 
 }  // namespace
 
@@ -76,5 +77,12 @@ const char* cpu_isa_name(CpuIsa isa) {
 void set_cpu_isa_cap(const std::string& name) {
   g_cap.store(name.empty() ? -1 : static_cast<int>(parse(name, "cpu_isa cap")), std::memory_order_relaxed);
 }
+
+Vec16Impl vec16_impl() {
+  if (g_vec16_portable.load(std::memory_order_relaxed)) return Vec16Impl::Portable;
+  return cpu_has_avx512() ? Vec16Impl::Native : Vec16Impl::None;
+}
+
+void set_vec16_portable(bool on) { g_vec16_portable.store(on, std::memory_order_relaxed); }
 
 }  // namespace fastconv::cpu

@@ -20,4 +20,11 @@ void set_cpu_isa_cap(const std::string& name);
 inline bool cpu_has_avx2_fma() { return cpu_isa() >= CpuIsa::Avx2; }
 inline bool cpu_has_avx512() { return cpu_isa() >= CpuIsa::Avx512; }
 
+// Which implementation of the 16-lane vector layer (simd/vec16.h) the AVX-512 kernels run: Native where
+// the level in use is avx512; Portable where a test asked for it (set_vec16_portable), on any CPU, so the
+// AVX-512 kernels' logic is tested without AVX-512; None otherwise (the family's AVX2 or portable kernel).
+enum class Vec16Impl { None, Native, Portable };
+Vec16Impl vec16_impl();
+void set_vec16_portable(bool on);
+
 }  // namespace fastconv::cpu

@@ -43,6 +43,7 @@ bool avx512_usable() { return avx512_kernels().kernel != nullptr && cpu_has_avx5
 template <typename T> KernelSet<T> automatic_kernels() {
   if (env_forces_portable()) return portable_kernels<T>();
   if constexpr (std::is_same_v<T, float>) {
+    if (vec16_impl() == Vec16Impl::Portable) return vec16_portable_kernels();
     if (avx512_usable()) return avx512_kernels();
   }
   return avx2_usable() ? avx2_kernels<T>() : portable_kernels<T>();
