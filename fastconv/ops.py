@@ -12,6 +12,11 @@ ALGORITHMS = ("auto", "direct", "im2col", "im2col_blas", "direct_simple")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 MAX_BYTE_TAPS = 256  # a pooling window of at most this many taps saves its argmax as one byte (Pool2dProblem)
 
+# fastconv.tuning sets this to its maybe_autotune while the autotuner is on; conv2d calls it for
+# algorithm="auto" with the normalised arguments. A hook, so that this module never imports tuning
+# (which imports this one).
+autotune_hook = None
+
 
 # ----------------------------------------------------------------------------------------------------
 # Argument normalisation, as torch.nn.functional does it
@@ -116,10 +121,8 @@ def conv2d_with(ops, input, weight, bias, stride, padding, dilation, groups, alg
     stride = _pair("stride", stride)
     dilation = _pair("dilation", dilation)
     padding = _conv_padding(padding, weight, stride, dilation)
-    if algorithm == "auto" and ops.namespace == "fastconv":
-        from .tuning import maybe_autotune
-
-        maybe_autotune(input, weight, bias, stride, padding, dilation, groups, padding_mode)
+    if autotune_hook is not None and algorithm == "auto" and ops.namespace == "fastconv":
+        autotune_hook(input, weight, bias, stride, padding, dilation, groups, padding_mode)
     args = (stride, padding, dilation, groups, algorithm, padding_mode)
     if input.is_complex() or weight.is_complex() or (bias is not None and bias.is_complex()):
         out = _complex_conv2d(ops, input, weight, bias, *args)
