@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .ops import ALGORITHMS
 from .shapes import (CONV_SHAPES, GEMM_SHAPES, INFO_CONV, POOL_SHAPES, QUICK_CONV, QUICK_GEMM, QUICK_POOL,
                      ConvShape, GemmShape, PoolShape)
 
@@ -44,7 +45,9 @@ SCHEMA = "fastconv-bench/1"
 # PyTorch's default path: the reference every output is checked against, and the default baseline of the
 # ratios (--baseline changes the latter for convolutions).
 BASELINE = "torch"
-FASTCONV_ALGORITHMS = ("auto", "direct", "im2col", "im2col_blas")
+# fastconv's algorithms (ops.ALGORITHMS) timed by default: all but direct_simple, the plain loops kept as the
+# always-correct fallback, far slower on these layers (--algorithms direct_simple times it too).
+FASTCONV_ALGORITHMS = tuple(a for a in ALGORITHMS if a != "direct_simple")
 CONV_CANDIDATES = (BASELINE, "torch_im2col") + FASTCONV_ALGORITHMS
 CONV_PASSES = ("forward", "grad_input", "grad_weight", "train_step")
 POOL_PASSES = ("forward", "backward")
@@ -841,9 +844,10 @@ def parser():
     p.add_argument("--sections", type=_csv(SECTIONS), default=list(SECTIONS), help="conv,pool,gemm,model")
     p.add_argument("--passes", type=_csv(CONV_PASSES + ("backward",)), default=list(CONV_PASSES),
                    help="forward,grad_input,grad_weight,train_step (pooling: forward and backward)")
-    p.add_argument("--algorithms", type=_csv(CONV_CANDIDATES[1:]), default=None,
-                   help="conv candidates beside 'torch': torch_im2col," + ",".join(FASTCONV_ALGORITHMS))
-    p.add_argument("--baseline", choices=list(CONV_CANDIDATES), default=BASELINE,
+    p.add_argument("--algorithms", type=_csv(("torch_im2col",) + ALGORITHMS), default=None,
+                   help="conv candidates beside 'torch': torch_im2col," + ",".join(ALGORITHMS)
+                        + " (default: all but direct_simple)")
+    p.add_argument("--baseline", choices=[BASELINE, "torch_im2col", *ALGORITHMS], default=BASELINE,
                    help="the conv candidate the ratios and geometric means are taken against (default torch; "
                         "torch_im2col: fastconv's im2col against PyTorch's own im2col path). Added to the "
                         "candidates when --algorithms leaves it out. Pooling, GEMM and model rows: always torch")
@@ -885,7 +889,7 @@ def configure(argv):
         config.min_sample_s = 1e-3 if cuda else 0.02
     if config.algorithms is None:
         config.algorithms = list(CONV_CANDIDATES[1:])
-    config.model_algorithms = [a for a in config.algorithms if a in FASTCONV_ALGORITHMS]
+    config.model_algorithms = [a for a in config.algorithms if a in ALGORITHMS]
     if config.model_algorithms == list(FASTCONV_ALGORITHMS):
         config.model_algorithms = ["auto"]  # the whole model once per algorithm only when asked for
     if config.baseline != BASELINE and config.baseline not in config.algorithms:

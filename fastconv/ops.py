@@ -92,9 +92,9 @@ def _check_padding_mode(padding_mode):
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto",
            padding_mode="zeros"):
     """fastconv's conv2d: the signature, defaults and semantics of torch.nn.functional.conv2d, plus the
-    choice of algorithm ("auto", "direct", "im2col", or "im2col_blas" for comparison) and torch.nn.Conv2d's
-    padding_mode ("zeros", "reflect", "replicate", "circular"), which the kernels apply as they read the
-    input (no padded copy)."""
+    choice of algorithm (one of ALGORITHMS; "auto": the C++ heuristic's pick, or the autotuner's) and
+    torch.nn.Conv2d's padding_mode (one of PADDING_MODES), which the kernels apply as they read the input
+    (no padded copy)."""
     return conv2d_with(derivatives.ops("fastconv"), input, weight, bias, stride, padding, dilation, groups, algorithm,
                        padding_mode)
 

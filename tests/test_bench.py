@@ -352,3 +352,11 @@ def test_info_main(capsys):
     out = capsys.readouterr().out
     assert "gemm_kernel" in out and "tiny.3x3" in out and "direct" in out
     assert "x" in out.split("tiny.3x3")[1]
+
+
+def test_algorithms_come_from_the_one_list():
+    import fastconv
+
+    assert bench.FASTCONV_ALGORITHMS == tuple(a for a in fastconv.ALGORITHMS if a != "direct_simple")
+    assert bench.configure(["--algorithms", "direct_simple"]).algorithms == ["direct_simple"]
+    assert bench.configure(["--algorithms", "direct_simple"]).model_algorithms == ["direct_simple"]
