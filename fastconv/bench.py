@@ -795,29 +795,59 @@ def format_header(doc):
     return "\n".join(lines)
 
 
-def plot(doc, path):
+def figure(doc):
+    """The --plot figure: one panel per section, bars for that section's own candidates (its baseline left
+    out) per (shape, layout, pass). The ratio axis is logarithmic, bars drawn from 1x, so 0.02x and 6x are
+    both readable and slower reads as far below the line as faster reads above it."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    table, cands = pivot(doc)
-    base = doc["meta"].get("baseline", BASELINE)
-    cands = [c for c in cands if c not in (BASELINE, base)]
-    keys = list(table)
-    fig, ax = plt.subplots(figsize=(max(8, 0.45 * len(keys) * max(1, len(cands)) / 2), 6))
-    width = 0.8 / max(1, len(cands))
-    for i, c in enumerate(cands):
-        ys = [(table[k].get(c) or {}).get("ratio") or 0.0 for k in keys]
-        ax.bar([j + i * width for j in range(len(keys))], ys, width, label=c)
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(keys))])
-    ax.set_xticklabels([f"{k[1]} {k[3]} {k[4]}" for k in keys], rotation=75, ha="right", fontsize=7)
-    other = f" (conv), {BASELINE} (the rest)" if base != BASELINE else ""
-    ax.set_ylabel(f"speed relative to {base}{other} (higher is faster)")
+    table, _ = pivot(doc)
+    conv_baseline = doc["meta"].get("baseline", BASELINE)
+    sections = list(dict.fromkeys(k[0] for k in table))
+    panels = []
+    for section in sections:
+        keys = [k for k in table if k[0] == section]
+        base = baseline_of(section, conv_baseline)
+        cands = [c for c in dict.fromkeys(c for k in keys for c in table[k]) if c != base]
+        panels.append((section, base, keys, cands))
+    ratios = [r["ratio"] for k in table for r in table[k].values() if r.get("ratio")]
+    low, high = min(ratios + [1.0]) / 1.5, max(ratios + [1.0]) * 1.5
+    width_in = max(8.0, 0.3 * max((len(keys) * max(1, len(cands)) for _, _, keys, cands in panels), default=1))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(width_in, 4.5 * len(panels)), squeeze=False)
+    for ax, (section, base, keys, cands) in zip(axes[:, 0], panels):
+        width = 0.8 / max(1, len(cands))
+        for i, c in enumerate(cands):
+            xs, ys = [], []
+            for j, k in enumerate(keys):
+                ratio = (table[k].get(c) or {}).get("ratio")
+                if ratio:  # failed, wrong or absent: no bar (a log axis has no zero)
+                    xs.append(j + i * width)
+                    ys.append(ratio)
+            ax.bar(xs, [y - 1.0 for y in ys], width, bottom=1.0, label=c)
+        ax.set_yscale("log")
+        ax.set_ylim(low, high)
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(keys))])
+        ax.set_xticklabels([f"{k[1]} {k[3]} {k[4]}" for k in keys], rotation=75, ha="right", fontsize=7)
+        ax.set_ylabel(f"{section}: speed relative to {base}\n(higher is faster)", fontsize=8)
+        ax.legend(fontsize=8)
     m = doc["meta"]
-    ax.set_title(f"fastconv {m['commit'] or ''} on {m['device']}, {m['threads']} threads, {m['dtype']}", fontsize=9)
-    ax.legend(fontsize=8)
+    axes[0, 0].set_title(f"fastconv {m['commit'] or ''} on {m['device']}, {m['threads']} threads, {m['dtype']}",
+                         fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def plot(doc, path):
+    import matplotlib.pyplot as plt
+
+    fig = figure(doc)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 

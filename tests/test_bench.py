@@ -360,3 +360,37 @@ def test_algorithms_come_from_the_one_list():
     assert bench.FASTCONV_ALGORITHMS == tuple(a for a in fastconv.ALGORITHMS if a != "direct_simple")
     assert bench.configure(["--algorithms", "direct_simple"]).algorithms == ["direct_simple"]
     assert bench.configure(["--algorithms", "direct_simple"]).model_algorithms == ["direct_simple"]
+
+
+def plot_doc():
+    def row(section, shape, pass_, candidate, ratio):
+        return {"section": section, "shape": shape, "desc": "", "layout": "nchw", "pass": pass_,
+                "candidate": candidate, "ratio": ratio, "median_s": 1.0 if ratio else None}
+
+    rows = [row("conv", "c1", "forward", "torch", 1.0), row("conv", "c1", "forward", "direct", 0.02),
+            row("conv", "c1", "forward", "im2col", 6.0), row("conv", "c2", "forward", "torch", 1.0),
+            row("conv", "c2", "forward", "direct", None), row("conv", "c2", "forward", "im2col", 1.5),
+            row("pool", "p1", "forward", "torch", 1.0), row("pool", "p1", "forward", "fastconv", 3.0),
+            row("pool", "p1", "forward", "fastconv_indices", 0.5)]
+    meta = {"baseline": "torch", "commit": "abc", "device": "cpu", "threads": 2, "dtype": "float32"}
+    return {"meta": meta, "rows": rows}
+
+
+def test_plot_log_axis_and_candidates_per_section():
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    fig = bench.figure(plot_doc())
+    try:
+        conv, pool = fig.axes[0], fig.axes[1]
+        assert conv.get_yscale() == "log" and pool.get_yscale() == "log"
+        low, high = conv.get_ylim()
+        assert low < 0.02 and high > 6.0  # both ends in view
+        # each panel groups only its own section's candidates, the baseline left out
+        assert [t.get_text() for t in conv.get_legend().get_texts()] == ["direct", "im2col"]
+        assert [t.get_text() for t in pool.get_legend().get_texts()] == ["fastconv", "fastconv_indices"]
+        # bars start at 1x: 0.02x reaches down, 6x up; the missing ratio draws no bar
+        tops = sorted(round(p.get_y() + p.get_height(), 6) for p in conv.patches)
+        assert tops == [0.02, 1.5, 6.0] and all(p.get_y() == 1.0 for p in conv.patches)
+    finally:
+        plt.close(fig)
