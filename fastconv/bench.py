@@ -293,16 +293,19 @@ def conv_candidates(shape: ConvShape, pass_, names, *, device, dtype, layout):
     x = rand(shape.N, shape.C, shape.H, shape.W)
     w = rand(shape.K, shape.C // shape.groups, shape.R, shape.S) / math.sqrt(shape.C // shape.groups * shape.R * shape.S)
     dy = rand(shape.N, shape.K, shape.P, shape.Q)
-    stride, pad, dil, groups = (shape.stride,) * 2, (shape.pad,) * 2, (1, 1), shape.groups
-    pad4 = (shape.pad,) * 4
+    stride, pad4, dil = shape.kernel_args()
+    pad, groups = shape.pad, shape.groups  # as given: F.conv2d and fastconv.conv2d take "same" too
 
     def torch_fn():
         if pass_ == "forward":
             return lambda: F.conv2d(x, w, None, stride, pad, dil, groups)
         if pass_ in ("grad_input", "grad_weight"):
+            top_left = pad4[0::2]
+            if top_left != pad4[1::2]:
+                raise ValueError("PyTorch's convolution_backward takes symmetric padding only")
             mask = [pass_ == "grad_input", pass_ == "grad_weight", False]
             i = 0 if pass_ == "grad_input" else 1
-            return lambda: torch.ops.aten.convolution_backward(dy, x, w, None, stride, pad, dil, False, [0, 0],
+            return lambda: torch.ops.aten.convolution_backward(dy, x, w, None, stride, top_left, dil, False, [0, 0],
                                                                groups, mask)[i]
         xg, wg = x.detach().requires_grad_(), w.detach().requires_grad_()
 
@@ -347,31 +350,28 @@ def pool_candidates(shape: PoolShape, pass_, *, device, dtype, layout):
         memory_format=mf)
     dy = torch.randn(shape.N, shape.C, shape.P, shape.Q, generator=gen).to(device=device, dtype=dtype).contiguous(
         memory_format=mf)
-    k, s, p, c = shape.kernel, shape.stride, shape.pad, shape.ceil_mode
+    params = shape.args()  # kernel, stride, padding, dilation (pairs), ceil_mode
 
     def torch_fn():
         if pass_ == "forward":
-            return lambda: F.max_pool2d(x, k, s, p, 1, c)
-        _, idx = F.max_pool2d(x, k, s, p, 1, c, return_indices=True)
-        return lambda: torch.ops.aten.max_pool2d_with_indices_backward(dy, x, [k, k], [s, s], [p, p], [1, 1], c,
-                                                                       idx)
+            return lambda: F.max_pool2d(x, *params)
+        _, idx = F.max_pool2d(x, *params, return_indices=True)
+        return lambda: torch.ops.aten.max_pool2d_with_indices_backward(dy, x, *params, idx)
 
     # Each library's pair as its autograd runs it: PyTorch saves int64 indices; fastconv.max_pool2d
     # saves one-byte tap numbers unless return_indices asks for the indices ("fastconv_indices").
-    params = ([k, k], [s, s], [p, p], [1, 1], c)
-
     def fastconv_fn():
         import fastconv
         if pass_ == "forward":
-            return lambda: fastconv.max_pool2d(x, k, s, p, 1, c)
+            return lambda: fastconv.max_pool2d(x, *params)
         _, taps = torch.ops.fastconv._max_pool2d_fprop_taps(x, *params)
         return lambda: torch.ops.fastconv._max_pool2d_bprop_taps(dy, x, taps, *params)
 
     def fastconv_indices_fn():
         import fastconv
         if pass_ == "forward":
-            return lambda: fastconv.max_pool2d(x, k, s, p, 1, c, return_indices=True)[0]
-        _, idx = fastconv.max_pool2d(x, k, s, p, 1, c, return_indices=True)
+            return lambda: fastconv.max_pool2d(x, *params, return_indices=True)[0]
+        _, idx = fastconv.max_pool2d(x, *params, return_indices=True)
         return lambda: torch.ops.fastconv._max_pool2d_bprop(dy, x, idx, *params)
 
     return {BASELINE: torch_fn, "fastconv": fastconv_fn, "fastconv_indices": fastconv_indices_fn}

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastconv import bench
+from fastconv import bench, testing
 from fastconv.shapes import CONV_SHAPES, GEMM_SHAPES, POOL_SHAPES, ConvShape, GemmShape, PoolShape
 
 TINY_CONV = [ConvShape("tiny.3x3", "test", 2, 4, 6, 6, 4, 3, 3, pad=1),
@@ -52,19 +52,28 @@ def test_gemm_flops():
     assert (im2col.M, im2col.N, im2col.K) == (64, 56 * 56, 64 * 9)
 
 
-@pytest.mark.parametrize("shape", CONV_SHAPES, ids=lambda s: s.name)
+# The standard shapes and the check matrix's cases (pairs, "same"/"valid", dilation): one type each.
+@pytest.mark.parametrize("shape", CONV_SHAPES + testing.CONV_SHAPES, ids=str)
 def test_conv_output_size_matches_torch(shape):
     x = torch.empty(shape.N, shape.C, shape.H, shape.W, device="meta")
     w = torch.empty(shape.K, shape.C // shape.groups, shape.R, shape.S, device="meta")
-    y = F.conv2d(x, w, None, shape.stride, shape.pad, 1, shape.groups)
+    y = F.conv2d(x, w, None, *shape.args())
     assert tuple(y.shape) == (shape.N, shape.K, shape.P, shape.Q)
 
 
-@pytest.mark.parametrize("shape", POOL_SHAPES, ids=lambda s: s.name)
+@pytest.mark.parametrize("shape", POOL_SHAPES + testing.POOL_SHAPES, ids=str)
 def test_pool_output_size_matches_torch(shape):
     x = torch.empty(1, 1, shape.H, shape.W)
-    y = F.max_pool2d(x, shape.kernel, shape.stride, shape.pad, ceil_mode=shape.ceil_mode)
+    y = F.max_pool2d(x, *shape.args())
     assert tuple(y.shape[2:]) == (shape.P, shape.Q)
+
+
+def test_one_shape_type_each():
+    assert all(type(s) is ConvShape for s in CONV_SHAPES + testing.CONV_SHAPES)
+    assert all(type(s) is PoolShape for s in POOL_SHAPES + testing.POOL_SHAPES)
+    same = testing.CONV_SHAPES[[s.name for s in testing.CONV_SHAPES].index("same")]
+    assert same.pads() == (1, 2, 1, 1) and str(same) == "same 1x3x6x5->2 4x2 p=same s1 d1,2"
+    assert str(POOL_SHAPES[0]) == "resnet.maxpool_k3s2 32x64x112x112 k3 s2 p1"
 
 
 def test_standard_suite_is_complete():

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 import fastconv
 from fastconv import testing
 
-CONV_SHAPES = {s.label: s for s in testing.CONV_SHAPES}
-POOL_SHAPES = {s.label: s for s in testing.POOL_SHAPES}
+CONV_SHAPES = {s.name: s for s in testing.CONV_SHAPES}
+POOL_SHAPES = {s.name: s for s in testing.POOL_SHAPES}
 
 
 def conv_subset(*labels):
