@@ -92,13 +92,12 @@ def _read(path):
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: not JSON, truncated, not UTF-8
         problem = f"{type(e).__name__}: {e}"
     else:
         if not isinstance(data, dict):
             problem = f"expected a JSON object, got {type(data).__name__}"
-        elif not all(isinstance(m, dict) and all(isinstance(k, str) and _valid_entry(e) for k, e in m.items())
-                     for m in data.values()):
+        elif not all(isinstance(m, dict) and all(map(_valid_entry, m.values())) for m in data.values()):
             problem = 'expected {machine: {problem key: {"algorithm": <a fastconv algorithm>, "times": {...}}}}'
         else:
             return data

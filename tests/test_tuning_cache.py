@@ -158,27 +158,43 @@ def test_thread_count_change_switches_machine(tuner, tmp_path):
 
 # ------------------------------------------------------------------------------------------- many processes
 TUNE_IN_ONE_PROCESS = """
-import sys, torch, fastconv
+import os, sys, time, torch, fastconv
 torch.set_num_threads(1)
-path, i = sys.argv[1], int(sys.argv[2])
+path, i, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 fastconv.autotune(True, cache=path)
-for j in range(3):  # three problems of its own, three saves into the shared file
-    fastconv.conv2d(torch.randn(1, 2 + i, 6 + j, 6), torch.randn(4, 2 + i, 3, 3), padding=1)
+open(f"{path}.ready{i}", "w").close()  # start together, once every process has imported fastconv
+deadline = time.time() + 120
+while sum(os.path.exists(f"{path}.ready{j}") for j in range(n)) < n and time.time() < deadline:
+    time.sleep(0.005)
+for j in range(PROBLEMS):  # problems of its own, one save into the shared file each
+    fastconv.conv2d(torch.randn(1, 2 + i, 5 + j, 5), torch.randn(4, 2 + i, 3, 3), padding=1)
 print(len(fastconv.autotune_choices()))
-"""
+""".replace("PROBLEMS", "6")
+
+
+def test_save_merges_what_another_process_wrote_since_the_load(tuner, tmp_path):
+    path = tmp_path / "tune.json"
+    fastconv.autotune(True, cache=str(path))
+    machine = tuning._machine_key("cpu")
+    # another process saves its choice after this one loaded the (then absent) file
+    forced_cache(path, machine, "fprop|another process's problem", "im2col")
+    x, w = problem()
+    fastconv.conv2d(x, w, padding=1)
+    entries = json.loads(path.read_text())[machine]
+    assert len(entries) == 2 and entries["fprop|another process's problem"]["algorithm"] == "im2col"
 
 
 def test_concurrent_processes_merge_into_one_valid_file(tmp_path):
     path = tmp_path / "tune.json"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT)
-    procs = [subprocess.Popen([sys.executable, "-c", TUNE_IN_ONE_PROCESS, str(path), str(i)], cwd=ROOT, env=env,
+    procs = [subprocess.Popen([sys.executable, "-c", TUNE_IN_ONE_PROCESS, str(path), str(i), "4"], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
     outputs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outputs):
-        assert p.returncode == 0 and out.strip() == "3", err
+        assert p.returncode == 0 and out.strip() == "6", err
     data = json.loads(path.read_text())
     (machine, entries), = data.items()
-    assert machine.endswith("; 1 threads") and len(entries) == 12
+    assert machine.endswith("; 1 threads") and len(entries) == 24
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")], "a temporary file was left behind"
 
 
