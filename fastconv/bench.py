@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from .ops import ALGORITHMS
 from .shapes import (CONV_SHAPES, GEMM_SHAPES, INFO_CONV, POOL_SHAPES, QUICK_CONV, QUICK_GEMM, QUICK_POOL,
                      ConvShape, GemmShape, PoolShape)
 
@@ -44,7 +45,9 @@ SCHEMA = "fastconv-bench/1"
 # PyTorch's default path: the reference every output is checked against, and the default baseline of the
 # ratios (--baseline changes the latter for convolutions).
 BASELINE = "torch"
-FASTCONV_ALGORITHMS = ("auto", "direct", "im2col", "im2col_blas")
+# fastconv's algorithms (ops.ALGORITHMS) timed by default: all but direct_simple, the plain loops kept as the
+# always-correct fallback, far slower on these layers (--algorithms direct_simple times it too).
+FASTCONV_ALGORITHMS = tuple(a for a in ALGORITHMS if a != "direct_simple")
 CONV_CANDIDATES = (BASELINE, "torch_im2col") + FASTCONV_ALGORITHMS
 CONV_PASSES = ("forward", "grad_input", "grad_weight", "train_step")
 POOL_PASSES = ("forward", "backward")
@@ -290,16 +293,19 @@ def conv_candidates(shape: ConvShape, pass_, names, *, device, dtype, layout):
     x = rand(shape.N, shape.C, shape.H, shape.W)
     w = rand(shape.K, shape.C // shape.groups, shape.R, shape.S) / math.sqrt(shape.C // shape.groups * shape.R * shape.S)
     dy = rand(shape.N, shape.K, shape.P, shape.Q)
-    stride, pad, dil, groups = (shape.stride,) * 2, (shape.pad,) * 2, (1, 1), shape.groups
-    pad4 = (shape.pad,) * 4
+    stride, pad4, dil = shape.kernel_args()
+    pad, groups = shape.pad, shape.groups  # as given: F.conv2d and fastconv.conv2d take "same" too
 
     def torch_fn():
         if pass_ == "forward":
             return lambda: F.conv2d(x, w, None, stride, pad, dil, groups)
         if pass_ in ("grad_input", "grad_weight"):
+            top_left = pad4[0::2]
+            if top_left != pad4[1::2]:
+                raise ValueError("PyTorch's convolution_backward takes symmetric padding only")
             mask = [pass_ == "grad_input", pass_ == "grad_weight", False]
             i = 0 if pass_ == "grad_input" else 1
-            return lambda: torch.ops.aten.convolution_backward(dy, x, w, None, stride, pad, dil, False, [0, 0],
+            return lambda: torch.ops.aten.convolution_backward(dy, x, w, None, stride, top_left, dil, False, [0, 0],
                                                                groups, mask)[i]
         xg, wg = x.detach().requires_grad_(), w.detach().requires_grad_()
 
@@ -344,31 +350,28 @@ def pool_candidates(shape: PoolShape, pass_, *, device, dtype, layout):
         memory_format=mf)
     dy = torch.randn(shape.N, shape.C, shape.P, shape.Q, generator=gen).to(device=device, dtype=dtype).contiguous(
         memory_format=mf)
-    k, s, p, c = shape.kernel, shape.stride, shape.pad, shape.ceil_mode
+    params = shape.args()  # kernel, stride, padding, dilation (pairs), ceil_mode
 
     def torch_fn():
         if pass_ == "forward":
-            return lambda: F.max_pool2d(x, k, s, p, 1, c)
-        _, idx = F.max_pool2d(x, k, s, p, 1, c, return_indices=True)
-        return lambda: torch.ops.aten.max_pool2d_with_indices_backward(dy, x, [k, k], [s, s], [p, p], [1, 1], c,
-                                                                       idx)
+            return lambda: F.max_pool2d(x, *params)
+        _, idx = F.max_pool2d(x, *params, return_indices=True)
+        return lambda: torch.ops.aten.max_pool2d_with_indices_backward(dy, x, *params, idx)
 
     # Each library's pair as its autograd runs it: PyTorch saves int64 indices; fastconv.max_pool2d
     # saves one-byte tap numbers unless return_indices asks for the indices ("fastconv_indices").
-    params = ([k, k], [s, s], [p, p], [1, 1], c)
-
     def fastconv_fn():
         import fastconv
         if pass_ == "forward":
-            return lambda: fastconv.max_pool2d(x, k, s, p, 1, c)
+            return lambda: fastconv.max_pool2d(x, *params)
         _, taps = torch.ops.fastconv._max_pool2d_fprop_taps(x, *params)
         return lambda: torch.ops.fastconv._max_pool2d_bprop_taps(dy, x, taps, *params)
 
     def fastconv_indices_fn():
         import fastconv
         if pass_ == "forward":
-            return lambda: fastconv.max_pool2d(x, k, s, p, 1, c, return_indices=True)[0]
-        _, idx = fastconv.max_pool2d(x, k, s, p, 1, c, return_indices=True)
+            return lambda: fastconv.max_pool2d(x, *params, return_indices=True)[0]
+        _, idx = fastconv.max_pool2d(x, *params, return_indices=True)
         return lambda: torch.ops.fastconv._max_pool2d_bprop(dy, x, idx, *params)
 
     return {BASELINE: torch_fn, "fastconv": fastconv_fn, "fastconv_indices": fastconv_indices_fn}
@@ -792,29 +795,59 @@ def format_header(doc):
     return "\n".join(lines)
 
 
-def plot(doc, path):
+def figure(doc):
+    """The --plot figure: one panel per section, bars for that section's own candidates (its baseline left
+    out) per (shape, layout, pass). The ratio axis is logarithmic, bars drawn from 1x, so 0.02x and 6x are
+    both readable and slower reads as far below the line as faster reads above it."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    table, cands = pivot(doc)
-    base = doc["meta"].get("baseline", BASELINE)
-    cands = [c for c in cands if c not in (BASELINE, base)]
-    keys = list(table)
-    fig, ax = plt.subplots(figsize=(max(8, 0.45 * len(keys) * max(1, len(cands)) / 2), 6))
-    width = 0.8 / max(1, len(cands))
-    for i, c in enumerate(cands):
-        ys = [(table[k].get(c) or {}).get("ratio") or 0.0 for k in keys]
-        ax.bar([j + i * width for j in range(len(keys))], ys, width, label=c)
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(keys))])
-    ax.set_xticklabels([f"{k[1]} {k[3]} {k[4]}" for k in keys], rotation=75, ha="right", fontsize=7)
-    other = f" (conv), {BASELINE} (the rest)" if base != BASELINE else ""
-    ax.set_ylabel(f"speed relative to {base}{other} (higher is faster)")
+    table, _ = pivot(doc)
+    conv_baseline = doc["meta"].get("baseline", BASELINE)
+    sections = list(dict.fromkeys(k[0] for k in table))
+    panels = []
+    for section in sections:
+        keys = [k for k in table if k[0] == section]
+        base = baseline_of(section, conv_baseline)
+        cands = [c for c in dict.fromkeys(c for k in keys for c in table[k]) if c != base]
+        panels.append((section, base, keys, cands))
+    ratios = [r["ratio"] for k in table for r in table[k].values() if r.get("ratio")]
+    low, high = min(ratios + [1.0]) / 1.5, max(ratios + [1.0]) * 1.5
+    width_in = max(8.0, 0.3 * max((len(keys) * max(1, len(cands)) for _, _, keys, cands in panels), default=1))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(width_in, 4.5 * len(panels)), squeeze=False)
+    for ax, (section, base, keys, cands) in zip(axes[:, 0], panels):
+        width = 0.8 / max(1, len(cands))
+        for i, c in enumerate(cands):
+            xs, ys = [], []
+            for j, k in enumerate(keys):
+                ratio = (table[k].get(c) or {}).get("ratio")
+                if ratio:  # failed, wrong or absent: no bar (a log axis has no zero)
+                    xs.append(j + i * width)
+                    ys.append(ratio)
+            ax.bar(xs, [y - 1.0 for y in ys], width, bottom=1.0, label=c)
+        ax.set_yscale("log")
+        ax.set_ylim(low, high)
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(keys))])
+        ax.set_xticklabels([f"{k[1]} {k[3]} {k[4]}" for k in keys], rotation=75, ha="right", fontsize=7)
+        ax.set_ylabel(f"{section}: speed relative to {base}\n(higher is faster)", fontsize=8)
+        ax.legend(fontsize=8)
     m = doc["meta"]
-    ax.set_title(f"fastconv {m['commit'] or ''} on {m['device']}, {m['threads']} threads, {m['dtype']}", fontsize=9)
-    ax.legend(fontsize=8)
+    axes[0, 0].set_title(f"fastconv {m['commit'] or ''} on {m['device']}, {m['threads']} threads, {m['dtype']}",
+                         fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def plot(doc, path):
+    import matplotlib.pyplot as plt
+
+    fig = figure(doc)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -841,9 +874,10 @@ def parser():
     p.add_argument("--sections", type=_csv(SECTIONS), default=list(SECTIONS), help="conv,pool,gemm,model")
     p.add_argument("--passes", type=_csv(CONV_PASSES + ("backward",)), default=list(CONV_PASSES),
                    help="forward,grad_input,grad_weight,train_step (pooling: forward and backward)")
-    p.add_argument("--algorithms", type=_csv(CONV_CANDIDATES[1:]), default=None,
-                   help="conv candidates beside 'torch': torch_im2col," + ",".join(FASTCONV_ALGORITHMS))
-    p.add_argument("--baseline", choices=list(CONV_CANDIDATES), default=BASELINE,
+    p.add_argument("--algorithms", type=_csv(("torch_im2col",) + ALGORITHMS), default=None,
+                   help="conv candidates beside 'torch': torch_im2col," + ",".join(ALGORITHMS)
+                        + " (default: all but direct_simple)")
+    p.add_argument("--baseline", choices=[BASELINE, "torch_im2col", *ALGORITHMS], default=BASELINE,
                    help="the conv candidate the ratios and geometric means are taken against (default torch; "
                         "torch_im2col: fastconv's im2col against PyTorch's own im2col path). Added to the "
                         "candidates when --algorithms leaves it out. Pooling, GEMM and model rows: always torch")
@@ -885,7 +919,7 @@ def configure(argv):
         config.min_sample_s = 1e-3 if cuda else 0.02
     if config.algorithms is None:
         config.algorithms = list(CONV_CANDIDATES[1:])
-    config.model_algorithms = [a for a in config.algorithms if a in FASTCONV_ALGORITHMS]
+    config.model_algorithms = [a for a in config.algorithms if a in ALGORITHMS]
     if config.model_algorithms == list(FASTCONV_ALGORITHMS):
         config.model_algorithms = ["auto"]  # the whole model once per algorithm only when asked for
     if config.baseline != BASELINE and config.baseline not in config.algorithms:

@@ -21,7 +21,7 @@ __all__ = ["Conv2d", "MaxPool2d", "ConversionReport", "convert", "LeNet5"]
 
 class Conv2d(torch.nn.Conv2d):
     """torch.nn.Conv2d computed by fastconv.conv2d. Same arguments as torch.nn.Conv2d, plus the keyword
-    `algorithm` ("auto", "direct", "im2col", "im2col_blas"), shown in the repr when it is not "auto"."""
+    `algorithm` (one of fastconv.ALGORITHMS), shown in the repr when it is not "auto"."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, padding_mode="zeros", device=None, dtype=None, *, algorithm="auto"):

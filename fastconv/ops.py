@@ -12,6 +12,11 @@ ALGORITHMS = ("auto", "direct", "im2col", "im2col_blas", "direct_simple")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 MAX_BYTE_TAPS = 256  # a pooling window of at most this many taps saves its argmax as one byte (Pool2dProblem)
 
+# fastconv.tuning sets this to its maybe_autotune while the autotuner is on; conv2d calls it for
+# algorithm="auto" with the normalised arguments. A hook, so that this module never imports tuning
+# (which imports this one).
+autotune_hook = None
+
 
 # ----------------------------------------------------------------------------------------------------
 # Argument normalisation, as torch.nn.functional does it
@@ -87,9 +92,9 @@ def _check_padding_mode(padding_mode):
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto",
            padding_mode="zeros"):
     """fastconv's conv2d: the signature, defaults and semantics of torch.nn.functional.conv2d, plus the
-    choice of algorithm ("auto", "direct", "im2col", or "im2col_blas" for comparison) and torch.nn.Conv2d's
-    padding_mode ("zeros", "reflect", "replicate", "circular"), which the kernels apply as they read the
-    input (no padded copy)."""
+    choice of algorithm (one of ALGORITHMS; "auto": the C++ heuristic's pick, or the autotuner's) and
+    torch.nn.Conv2d's padding_mode (one of PADDING_MODES), which the kernels apply as they read the input
+    (no padded copy)."""
     return conv2d_with(derivatives.ops("fastconv"), input, weight, bias, stride, padding, dilation, groups, algorithm,
                        padding_mode)
 
@@ -116,10 +121,8 @@ def conv2d_with(ops, input, weight, bias, stride, padding, dilation, groups, alg
     stride = _pair("stride", stride)
     dilation = _pair("dilation", dilation)
     padding = _conv_padding(padding, weight, stride, dilation)
-    if algorithm == "auto" and ops.namespace == "fastconv":
-        from .tuning import maybe_autotune
-
-        maybe_autotune(input, weight, bias, stride, padding, dilation, groups, padding_mode)
+    if autotune_hook is not None and algorithm == "auto" and ops.namespace == "fastconv":
+        autotune_hook(input, weight, bias, stride, padding, dilation, groups, padding_mode)
     args = (stride, padding, dilation, groups, algorithm, padding_mode)
     if input.is_complex() or weight.is_complex() or (bias is not None and bias.is_complex()):
         out = _complex_conv2d(ops, input, weight, bias, *args)

@@ -1,24 +1,46 @@
-"""The standard benchmark shapes, as data: convolution layers, pooling layers and GEMM problems.
+"""The conv2d and max_pool2d problem types (ConvShape, PoolShape), and the standard benchmark shapes as data:
+convolution layers, pooling layers and GEMM problems.
 
-They live in the package (not only in benchmarks/) so that ``python -m fastconv bench`` works after a
-plain install; ``benchmarks/shapes.py`` re-exports them for the pytest-benchmark tests.
+The two types serve both the benchmark (``python -m fastconv bench``) and the check matrix
+(``fastconv.testing``), which keeps its own small cases of them. The standard shapes live in the package
+(not only in benchmarks/) so that ``python -m fastconv bench`` works after a plain install;
+``benchmarks/shapes.py`` re-exports them for the pytest-benchmark tests.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+from .ops import _pair, same_padding
 
-def _out(size, kernel, stride, pad, dilation=1, ceil_mode=False):
-    """Output size of a convolution or pooling window along one axis, as PyTorch computes it."""
+
+def _conv_out(size, kernel, stride, pad_before, pad_after, dilation):
+    """Output size of a convolution along one axis, as PyTorch computes it."""
+    return (size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _pool_out(size, kernel, stride, pad, dilation, ceil_mode):
+    """Output size of a pooling window along one axis, as PyTorch computes it."""
     out = (size + 2 * pad - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)) // stride + 1
     if ceil_mode and (out - 1) * stride >= size + pad:
         out -= 1  # the last window must start inside the input or its left padding
     return out
 
 
+def _text(prefix, value, default):
+    """Formats a size as " p1", " p1,2" or " p=same" (prefix "p"); "" when it is the default."""
+    if value == default:
+        return ""
+    if isinstance(value, str):
+        return f" {prefix}={value}"
+    return f" {prefix}{value}" if isinstance(value, int) else f" {prefix}{value[0]},{value[1]}"
+
+
 @dataclass(frozen=True)
 class ConvShape:
-    """One conv2d layer: input N,C,H,W; K filters of R×S over C/groups channels; square pad and stride."""
+    """One conv2d problem: input N,C,H,W; K filters of R×S over C/groups channels; pad, stride and
+    dilation as torch.nn.functional.conv2d takes them (an int or a pair; pad also "same" or "valid");
+    net: where it comes from (a network's layer, or what a check case exercises); bias: whether the
+    check matrix gives it a bias (the benchmark times convolutions without one)."""
 
     name: str
     net: str
@@ -29,17 +51,40 @@ class ConvShape:
     K: int
     R: int
     S: int
-    pad: int = 0
-    stride: int = 1
+    pad: int | tuple | str = 0
+    stride: int | tuple = 1
     groups: int = 1
+    dilation: int | tuple = 1
+    bias: bool = True
+
+    def args(self):
+        """(stride, padding, dilation, groups) as given, for torch.nn.functional.conv2d."""
+        return (self.stride, self.pad, self.dilation, self.groups)
+
+    def kernel_args(self):
+        """(stride, padding, dilation) as the fastconv operators take them: pairs, and the padding as
+        (top, bottom, left, right)."""
+        return _pair("stride", self.stride), self.pads(), _pair("dilation", self.dilation)
+
+    def pads(self):
+        """The padding as (top, bottom, left, right); "same" puts an even kernel's extra pixel at the
+        bottom/right, as PyTorch does."""
+        if self.pad == "valid":
+            return (0, 0, 0, 0)
+        if self.pad == "same":
+            return same_padding((self.R, self.S), _pair("dilation", self.dilation))
+        h, w = _pair("padding", self.pad)
+        return (h, h, w, w)
 
     @property
     def P(self):
-        return _out(self.H, self.R, self.stride, self.pad)
+        stride, (top, bottom, _, _), dilation = self.kernel_args()
+        return _conv_out(self.H, self.R, stride[0], top, bottom, dilation[0])
 
     @property
     def Q(self):
-        return _out(self.W, self.S, self.stride, self.pad)
+        stride, (_, _, left, right), dilation = self.kernel_args()
+        return _conv_out(self.W, self.S, stride[1], left, right, dilation[1])
 
     @property
     def flops(self):
@@ -55,9 +100,13 @@ class ConvShape:
         return replace(self, N=n)
 
     def describe(self):
-        g = f" g{self.groups}" if self.groups != 1 else ""
-        return (f"{self.N}x{self.C}x{self.H}x{self.W}->{self.K} {self.R}x{self.S} "
-                f"p{self.pad} s{self.stride}{g}")
+        s = f"{self.N}x{self.C}x{self.H}x{self.W}->{self.K} {self.R}x{self.S}"
+        s += _text("p", self.pad, None) + _text("s", self.stride, None) + _text("d", self.dilation, 1)
+        s += f" g{self.groups}" if self.groups != 1 else ""
+        return s + ("" if self.bias else " nobias")
+
+    def __str__(self):
+        return f"{self.name} {self.describe()}"
 
     def as_dict(self):
         return dict(asdict(self), kind="conv", P=self.P, Q=self.Q, flops=self.flops)
@@ -65,7 +114,8 @@ class ConvShape:
 
 @dataclass(frozen=True)
 class PoolShape:
-    """One max_pool2d layer: a square kernel, stride and padding, and ceil_mode."""
+    """One max_pool2d problem: kernel, stride (None: the kernel size), pad and dilation as
+    torch.nn.functional.max_pool2d takes them (an int or a pair), and ceil_mode."""
 
     name: str
     net: str
@@ -73,18 +123,27 @@ class PoolShape:
     C: int
     H: int
     W: int
-    kernel: int
-    stride: int
-    pad: int = 0
+    kernel: int | tuple
+    stride: int | tuple | None = None
+    pad: int | tuple = 0
+    dilation: int | tuple = 1
     ceil_mode: bool = False
+
+    def args(self):
+        """(kernel_size, stride, padding, dilation, ceil_mode), each size a pair, for max_pool2d."""
+        kernel = _pair("kernel_size", self.kernel)
+        stride = kernel if self.stride is None else _pair("stride", self.stride)
+        return (kernel, stride, _pair("padding", self.pad), _pair("dilation", self.dilation), self.ceil_mode)
 
     @property
     def P(self):
-        return _out(self.H, self.kernel, self.stride, self.pad, ceil_mode=self.ceil_mode)
+        k, s, p, d, ceil = self.args()
+        return _pool_out(self.H, k[0], s[0], p[0], d[0], ceil)
 
     @property
     def Q(self):
-        return _out(self.W, self.kernel, self.stride, self.pad, ceil_mode=self.ceil_mode)
+        k, s, p, d, ceil = self.args()
+        return _pool_out(self.W, k[1], s[1], p[1], d[1], ceil)
 
     def bytes(self, pass_, element_size=4, index_size=8):
         """Bytes PyTorch's pair must move at least once: forward reads the input and writes the output
@@ -104,8 +163,13 @@ class PoolShape:
         return replace(self, N=n)
 
     def describe(self):
-        ceil = " ceil" if self.ceil_mode else ""
-        return f"{self.N}x{self.C}x{self.H}x{self.W} k{self.kernel} s{self.stride} p{self.pad}{ceil}"
+        k = self.kernel if isinstance(self.kernel, int) else f"{self.kernel[0]}x{self.kernel[1]}"
+        s = f"{self.N}x{self.C}x{self.H}x{self.W} k{k}" + _text("s", self.stride, None)
+        s += _text("p", self.pad, None) + _text("d", self.dilation, 1)
+        return s + (" ceil" if self.ceil_mode else "")
+
+    def __str__(self):
+        return f"{self.name} {self.describe()}"
 
     def as_dict(self):
         return dict(asdict(self), kind="pool", P=self.P, Q=self.Q)

@@ -4,24 +4,63 @@ where auto looks it up. The heuristic itself lives only in C++ (csrc/cpu/conv2d_
 
     fastconv.autotune(True)                    # or FASTCONV_AUTOTUNE=1
     fastconv.autotune(True, cache="tune.json") # or FASTCONV_AUTOTUNE_CACHE=tune.json: load now, save on each choice
+
+The cache file keeps each machine's choices apart, {machine: {problem key: {"algorithm", "times"}}}: the
+machine part names the fastconv version and the CPU instruction set and thread count (or the GPU and its
+compute capability), so a file copied to another machine, or kept across an upgrade, is not applied there.
+A damaged file gives a warning and an empty cache, never an exception; processes tuning into one file at
+once merge their choices into it under a lock (the file beside it, tune.json.lock) and replace it atomically,
+so it stays valid JSON.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import tempfile
 import threading
 import time
+import warnings
 
 import torch
 
 from . import _C
+from . import ops as _ops
+
+try:
+    import fcntl  # POSIX: serialises the read-merge-replace of processes sharing one cache file
+except ImportError:  # pragma: no cover - Windows: no lock, the replace is still atomic
+    fcntl = None
 
 CANDIDATES = ("direct", "im2col")
 
 _lock = threading.Lock()
 _state = {"enabled": os.environ.get("FASTCONV_AUTOTUNE", "") not in ("", "0", "false", "no", "off"),
-          "cache": os.environ.get("FASTCONV_AUTOTUNE_CACHE") or None, "loaded": False}
-_choices: dict[str, dict] = {}  # key -> {"algorithm": ..., "times": {...}}
+          "cache": os.environ.get("FASTCONV_AUTOTUNE_CACHE") or None, "machine": None}
+# The choices in effect, all of one machine (_state["machine"]): problem key -> {"algorithm", "times"}.
+_choices: dict[str, dict] = {}
+
+
+def _fastconv_version():
+    try:
+        return importlib.metadata.version("fastconv")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+_VERSION = _fastconv_version()
+_CPU_SIMD = _C.build_info()["cpu_simd"]  # the instruction set chosen once per process
+
+
+def _machine_key(device):
+    """What a timing depends on besides the problem: the fastconv version, and the CPU instruction set in
+    use and the thread count, or the GPU's name and compute capability."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        major, minor = torch.cuda.get_device_capability(index)
+        return f"fastconv {_VERSION}; cuda {torch.cuda.get_device_name(index)} sm_{major}{minor}"
+    return f"fastconv {_VERSION}; cpu {_CPU_SIMD}; {torch.get_num_threads()} threads"
 
 
 def _dtype_name(dtype):
@@ -33,44 +72,90 @@ def _is_channels_last(t):
 
 
 def _plan_args(input, weight, stride, padding, dilation, groups):
-    from .ops import _batched, _conv_padding, _pair
-
-    input, _ = _batched(input, "conv2d")
-    stride, dilation = _pair("stride", stride), _pair("dilation", dilation)
-    padding = _conv_padding(padding, weight, stride, dilation)
+    input, _ = _ops._batched(input, "conv2d")
+    stride, dilation = _ops._pair("stride", stride), _ops._pair("dilation", dilation)
+    padding = _ops._conv_padding(padding, weight, stride, dilation)
     return input, (list(input.shape), list(weight.shape), list(stride), list(padding), list(dilation), int(groups),
                    _dtype_name(input.dtype), _is_channels_last(input))
 
 
-def _load(path):
-    if path and os.path.exists(path):
-        with open(path) as f:
+def _valid_entry(entry):
+    return (isinstance(entry, dict) and entry.get("algorithm") in _ops.ALGORITHMS and entry["algorithm"] != "auto"
+            and isinstance(entry.get("times", {}), dict))
+
+
+def _read(path):
+    """The cache file as {machine: {key: entry}}, or {} with a warning when it cannot be used (unreadable,
+    not JSON, truncated, or not of that shape): a damaged cache costs a re-tune, never a failed call."""
+    if not path or not os.path.exists(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
             data = json.load(f)
-        for key, entry in data.items():
-            _choices[key] = entry
-            _C.set_autotuned_choice(key, entry["algorithm"])
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: not JSON, truncated, not UTF-8
+        problem = f"{type(e).__name__}: {e}"
+    else:
+        if not isinstance(data, dict):
+            problem = f"expected a JSON object, got {type(data).__name__}"
+        elif not all(isinstance(m, dict) and all(map(_valid_entry, m.values())) for m in data.values()):
+            problem = 'expected {machine: {problem key: {"algorithm": <a fastconv algorithm>, "times": {...}}}}'
+        else:
+            return data
+    warnings.warn(f"fastconv: ignoring the autotune cache {path} ({problem}); starting with an empty cache",
+                  RuntimeWarning, stacklevel=3)
+    return {}
+
+
+def _use_machine(machine):
+    """Makes the file's choices for `machine` the ones in effect (here and in C++), forgetting any other
+    machine's: a thread count changed since the last call means other timings. Called under _lock."""
+    _choices.clear()
+    _C.clear_autotuned_choices()
+    _state["machine"] = machine
+    for key, entry in _read(_state["cache"]).get(machine, {}).items():
+        _choices[key] = entry
+        _C.set_autotuned_choice(key, entry["algorithm"])
 
 
 def _save(path):
+    """Merges this process's choices into the file: read what is there under a lock (another process may
+    have added its own since), add ours, write a unique temporary file beside it and rename it over the
+    old one, so a reader sees the old file or the new one, never half of one. A cache that cannot be
+    written gives a warning; the choices stay in effect in memory."""
     if not path:
         return
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(_choices, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        with open(path + ".lock", "a") as lock:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            data = _read(path)
+            data.setdefault(_state["machine"], {}).update(_choices)
+            fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    json.dump(data, f, indent=1, sort_keys=True)
+                os.replace(tmp, path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+    except OSError as e:
+        warnings.warn(f"fastconv: could not save the autotune cache {path} ({type(e).__name__}: {e})",
+                      RuntimeWarning, stacklevel=3)
 
 
 def autotune(enabled: bool = True, cache: str | None = None):
-    """Turns the autotuner on or off. cache: a JSON file of choices, loaded now and rewritten after each new
-    choice (default: $FASTCONV_AUTOTUNE_CACHE)."""
+    """Turns the autotuner on or off. cache: a JSON file of choices, loaded now and merged into after each
+    new choice (default: $FASTCONV_AUTOTUNE_CACHE)."""
     with _lock:
         _state["enabled"] = bool(enabled)
         if cache is not None:
             _state["cache"] = cache
-            _state["loaded"] = False
-        if enabled and not _state["loaded"]:
-            _load(_state["cache"])
-            _state["loaded"] = True
+            _state["machine"] = None
+        if enabled and _state["machine"] is None:
+            _use_machine(_machine_key("cpu"))
+        # conv2d calls the tuner through this hook only while it is on (ops never imports this module).
+        _ops.autotune_hook = maybe_autotune if enabled else None
 
 
 def autotune_enabled():
@@ -82,7 +167,7 @@ def clear_autotune_cache(memory_only: bool = True):
     with _lock:
         _choices.clear()
         _C.clear_autotuned_choices()
-        _state["loaded"] = False
+        _state["machine"] = None  # the next use loads the file again
         if not memory_only and _state["cache"] and os.path.exists(_state["cache"]):
             os.remove(_state["cache"])
 
@@ -108,8 +193,10 @@ def maybe_autotune(input, weight, bias, stride, padding, dilation, groups, paddi
     and records the fastest in C++; later calls cost one lookup."""
     if not _state["enabled"] or input.device.type != "cpu" or input.dim() != 4:
         return
-    if not _state["loaded"]:
-        autotune(True)
+    machine = _machine_key(input.device)
+    if machine != _state["machine"]:
+        with _lock:
+            _use_machine(machine)
     args = (list(input.shape), list(weight.shape), list(stride), list(padding), list(dilation), int(groups),
             _dtype_name(input.dtype), _is_channels_last(input))
     plan = _C.conv2d_plan(*args, "fprop", "auto", padding_mode)
@@ -143,3 +230,7 @@ def explain(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
         for name, p in (("forward", plan), ("dgrad", plan["dgrad"]), ("wgrad", plan["wgrad"])):
             print(f"  {name:8s} {p['algorithm']}: {p['reason']}; workspace {p['workspace_bytes']} bytes")
     return plan
+
+
+if _state["enabled"]:  # FASTCONV_AUTOTUNE=1: on from the start
+    autotune(True)

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastconv import bench
+from fastconv import bench, testing
 from fastconv.shapes import CONV_SHAPES, GEMM_SHAPES, POOL_SHAPES, ConvShape, GemmShape, PoolShape
 
 TINY_CONV = [ConvShape("tiny.3x3", "test", 2, 4, 6, 6, 4, 3, 3, pad=1),
@@ -52,19 +52,29 @@ def test_gemm_flops():
     assert (im2col.M, im2col.N, im2col.K) == (64, 56 * 56, 64 * 9)
 
 
-@pytest.mark.parametrize("shape", CONV_SHAPES, ids=lambda s: s.name)
+# The standard shapes and the check matrix's cases (pairs, "same"/"valid", dilation): one type each.
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # torch's note on its own copy
+@pytest.mark.parametrize("shape", CONV_SHAPES + testing.CONV_SHAPES, ids=str)
 def test_conv_output_size_matches_torch(shape):
     x = torch.empty(shape.N, shape.C, shape.H, shape.W, device="meta")
     w = torch.empty(shape.K, shape.C // shape.groups, shape.R, shape.S, device="meta")
-    y = F.conv2d(x, w, None, shape.stride, shape.pad, 1, shape.groups)
+    y = F.conv2d(x, w, None, *shape.args())
     assert tuple(y.shape) == (shape.N, shape.K, shape.P, shape.Q)
 
 
-@pytest.mark.parametrize("shape", POOL_SHAPES, ids=lambda s: s.name)
+@pytest.mark.parametrize("shape", POOL_SHAPES + testing.POOL_SHAPES, ids=str)
 def test_pool_output_size_matches_torch(shape):
     x = torch.empty(1, 1, shape.H, shape.W)
-    y = F.max_pool2d(x, shape.kernel, shape.stride, shape.pad, ceil_mode=shape.ceil_mode)
+    y = F.max_pool2d(x, *shape.args())
     assert tuple(y.shape[2:]) == (shape.P, shape.Q)
+
+
+def test_one_shape_type_each():
+    assert all(type(s) is ConvShape for s in CONV_SHAPES + testing.CONV_SHAPES)
+    assert all(type(s) is PoolShape for s in POOL_SHAPES + testing.POOL_SHAPES)
+    same = testing.CONV_SHAPES[[s.name for s in testing.CONV_SHAPES].index("same")]
+    assert same.pads() == (1, 2, 1, 1) and str(same) == "same 1x3x6x5->2 4x2 p=same s1 d1,2"
+    assert str(POOL_SHAPES[0]) == "resnet.maxpool_k3s2 32x64x112x112 k3 s2 p1"
 
 
 def test_standard_suite_is_complete():
@@ -352,3 +362,45 @@ def test_info_main(capsys):
     out = capsys.readouterr().out
     assert "gemm_kernel" in out and "tiny.3x3" in out and "direct" in out
     assert "x" in out.split("tiny.3x3")[1]
+
+
+def test_algorithms_come_from_the_one_list():
+    import fastconv
+
+    assert bench.FASTCONV_ALGORITHMS == tuple(a for a in fastconv.ALGORITHMS if a != "direct_simple")
+    assert bench.configure(["--algorithms", "direct_simple"]).algorithms == ["direct_simple"]
+    assert bench.configure(["--algorithms", "direct_simple"]).model_algorithms == ["direct_simple"]
+
+
+def plot_doc():
+    def row(section, shape, pass_, candidate, ratio):
+        return {"section": section, "shape": shape, "desc": "", "layout": "nchw", "pass": pass_,
+                "candidate": candidate, "ratio": ratio, "median_s": 1.0 if ratio else None}
+
+    rows = [row("conv", "c1", "forward", "torch", 1.0), row("conv", "c1", "forward", "direct", 0.02),
+            row("conv", "c1", "forward", "im2col", 6.0), row("conv", "c2", "forward", "torch", 1.0),
+            row("conv", "c2", "forward", "direct", None), row("conv", "c2", "forward", "im2col", 1.5),
+            row("pool", "p1", "forward", "torch", 1.0), row("pool", "p1", "forward", "fastconv", 3.0),
+            row("pool", "p1", "forward", "fastconv_indices", 0.5)]
+    meta = {"baseline": "torch", "commit": "abc", "device": "cpu", "threads": 2, "dtype": "float32"}
+    return {"meta": meta, "rows": rows}
+
+
+def test_plot_log_axis_and_candidates_per_section():
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    fig = bench.figure(plot_doc())
+    try:
+        conv, pool = fig.axes[0], fig.axes[1]
+        assert conv.get_yscale() == "log" and pool.get_yscale() == "log"
+        low, high = conv.get_ylim()
+        assert low < 0.02 and high > 6.0  # both ends in view
+        # each panel groups only its own section's candidates, the baseline left out
+        assert [t.get_text() for t in conv.get_legend().get_texts()] == ["direct", "im2col"]
+        assert [t.get_text() for t in pool.get_legend().get_texts()] == ["fastconv", "fastconv_indices"]
+        # bars start at 1x: 0.02x reaches down, 6x up; the missing ratio draws no bar
+        tops = sorted(round(p.get_y() + p.get_height(), 6) for p in conv.patches)
+        assert tops == [0.02, 1.5, 6.0] and all(p.get_y() == 1.0 for p in conv.patches)
+    finally:
+        plt.close(fig)

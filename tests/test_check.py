@@ -13,8 +13,8 @@ import torch.nn.functional as F
 import fastconv
 from fastconv import testing
 
-CONV_SHAPES = {s.label: s for s in testing.CONV_SHAPES}
-POOL_SHAPES = {s.label: s for s in testing.POOL_SHAPES}
+CONV_SHAPES = {s.name: s for s in testing.CONV_SHAPES}
+POOL_SHAPES = {s.name: s for s in testing.POOL_SHAPES}
 
 
 def conv_subset(*labels):
@@ -228,3 +228,42 @@ def test_cli_skips_a_backend_without_kernels(monkeypatch, capsys):
 def test_cli_help():
     proc = run_cli("--help")
     assert proc.returncode == 0 and "--json" in proc.stdout and "--quick" in proc.stdout
+
+
+# ------------------------------------------------------------------------------- python -m fastconv
+def test_top_level_help_lists_the_commands():
+    proc = subprocess.run([sys.executable, "-m", "fastconv", "--help"], capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(__file__)), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    for command in ("info", "bench", "check", "demo"):
+        assert any(line.split()[:1] == [command] and len(line.split()) > 1 for line in lines), proc.stdout
+
+
+@pytest.mark.parametrize("command", ["bench", "check", "demo"])
+def test_each_command_keeps_its_own_help(command, capsys):
+    from fastconv.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert f"usage: python -m fastconv {command}" in capsys.readouterr().out
+
+
+def test_unknown_command_exits_2_with_argparse_message(capsys):
+    from fastconv.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["frobnicate"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+def test_no_command_is_info(monkeypatch):
+    from fastconv import bench
+    from fastconv.__main__ import main
+
+    seen = []
+    monkeypatch.setattr(bench, "info_main", lambda argv: seen.append(argv) or 0)
+    assert main([]) == 0 and main(["info", "--help"]) == 0
+    assert seen == [[], ["--help"]]
