@@ -780,7 +780,7 @@ def format_header(doc):
     bi = m.get("build_info", {})
     lines = [f"fastconv bench  {m['date']}  commit {m['commit'] or 'unknown'}",
              f"device {m['device']} ({m['device_type']}), {m['threads']} threads, {m['dtype']}, torch {m['torch']}, "
-             f"gemm kernel {bi.get('gemm_kernel', '?')}, simd {bi.get('cpu_simd', '?')}"]
+             f"gemm kernel {bi.get('gemm_kernel', '?')}, instruction set {bi.get('cpu_isa', '?')} (FASTCONV_CPU_ISA caps it)"]
     if p.get("gflops"):
         lines.append(f"measured peak (best of start and end): torch.mm {p['gemm_size']}^2 {p['gflops']:.1f} "
                      f"GFLOP/s; copy {p['gbps']:.1f} GB/s (read + write, DRAM-sized)")

@@ -49,7 +49,6 @@ def _fastconv_version():
 
 
 _VERSION = _fastconv_version()
-_CPU_SIMD = _C.build_info()["cpu_simd"]  # the instruction set chosen once per process
 
 
 def _machine_key(device):
@@ -60,7 +59,8 @@ def _machine_key(device):
         index = device.index if device.index is not None else torch.cuda.current_device()
         major, minor = torch.cuda.get_device_capability(index)
         return f"fastconv {_VERSION}; cuda {torch.cuda.get_device_name(index)} sm_{major}{minor}"
-    return f"fastconv {_VERSION}; cpu {_CPU_SIMD}; {torch.get_num_threads()} threads"
+    # The level in use, read per call: FASTCONV_CPU_ISA or a test may cap it below what the CPU has.
+    return f"fastconv {_VERSION}; cpu {_C.build_info()['cpu_isa']}; {torch.get_num_threads()} threads"
 
 
 def _dtype_name(dtype):

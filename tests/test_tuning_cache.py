@@ -107,7 +107,7 @@ def other_machines():
 
 def test_machine_key_names_version_isa_and_threads():
     key = tuning._machine_key("cpu")
-    assert tuning._VERSION in key and fastconv.build_info()["cpu_simd"] in key
+    assert tuning._VERSION in key and fastconv.build_info()["cpu_isa"] in key
     assert f"{torch.get_num_threads()} threads" in key
 
 
