@@ -116,10 +116,10 @@ def conv2d_with(ops, input, weight, bias, stride, padding, dilation, groups, alg
     stride = _pair("stride", stride)
     dilation = _pair("dilation", dilation)
     padding = _conv_padding(padding, weight, stride, dilation)
-    if algorithm == "auto" and ops.namespace == "fastconv":
+    if algorithm == "auto":
         from .tuning import maybe_autotune
 
-        maybe_autotune(input, weight, bias, stride, padding, dilation, groups, padding_mode)
+        maybe_autotune(input, weight, bias, stride, padding, dilation, groups, padding_mode, ops.namespace)
     args = (stride, padding, dilation, groups, algorithm, padding_mode)
     if input.is_complex() or weight.is_complex() or (bias is not None and bias.is_complex()):
         out = _complex_conv2d(ops, input, weight, bias, *args)

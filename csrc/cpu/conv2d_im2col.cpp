@@ -396,18 +396,18 @@ void conv2d_wgrad_im2col(const Conv2dProblem& p, const at::Tensor& grad_output, 
 }  // namespace fastconv::cpu
 
 namespace fastconv::cpu {
-int64_t im2col_workspace_bytes(const Conv2dProblem& p, Conv2dPass pass, bool channels_last, int64_t elem_size) {
+int64_t im2col_workspace_bytes(const Conv2dProblem& p, Conv2dOperator pass, bool channels_last, int64_t elem_size) {
   const int64_t CRS = p.gemm_k(), PQ = p.P * p.Q;
   if (p.is_pointwise()) return 0;
   if (use_outer_parallel(p)) return at::get_num_threads() * CRS * PQ * elem_size;
   // Non-channels_last operands go through channels_last copies (see the entry points below).
   const bool via_rows = !channels_last && p.C_per_group() > 1;
   const int64_t copies = via_rows ? (p.input_numel() + p.output_numel()) * elem_size : 0;
-  const int64_t repacked_weight = pass != Conv2dPass::Wgrad ? p.weight_numel() * elem_size : 0;
-  if (pass == Conv2dPass::Dgrad) return CRS * PQ * elem_size + repacked_weight + copies;  // one image's rows
+  const int64_t repacked_weight = pass != Conv2dOperator::Wgrad ? p.weight_numel() * elem_size : 0;
+  if (pass == Conv2dOperator::Dgrad) return CRS * PQ * elem_size + repacked_weight + copies;  // one image's rows
   const int64_t rows =
       std::min(std::max<int64_t>(64, kColBudgetBytes / (elem_size * std::max<int64_t>(CRS, 1))), p.N * PQ);
   return rows * CRS * elem_size + repacked_weight + copies +
-         (pass == Conv2dPass::Wgrad ? p.weight_numel() * elem_size : 0);
+         (pass == Conv2dOperator::Wgrad ? p.weight_numel() * elem_size : 0);
 }
 }  // namespace fastconv::cpu

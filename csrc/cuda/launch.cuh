@@ -37,10 +37,13 @@
 // Kernels and host templates are defined in headers that two compilers see (nvcc for the .cu files,
 // g++ for the emulator) and both objects end up in one library: a namespace per compiler keeps the
 // two different bodies of the same template from being merged by the linker.
+// FASTCONV_BACKEND_NAME: the backend as the plan layer and the autotuner's keys name it.
 #if defined(__CUDACC__)
 #define FASTCONV_KERNEL_NAMESPACE cuda_kernels
+#define FASTCONV_BACKEND_NAME "cuda"
 #else
 #define FASTCONV_KERNEL_NAMESPACE emulated_kernels
+#define FASTCONV_BACKEND_NAME "emulated"
 #endif
 
 namespace fastconv {
