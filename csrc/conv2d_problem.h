@@ -35,6 +35,12 @@ struct PaddedReaders {
   }
 };
 
+// Element strides of a 4-D tensor (any layout: NCHW, channels_last, sliced), named after the dimension
+// they step; every backend's kernels take their operands this way.
+struct Strides4 {
+  int64_t n, c, h, w;
+};
+
 // Plain data so it can be passed by value to CUDA kernels and to the emulator.
 struct Conv2dProblem {
   int64_t N, C, H, W;           // input

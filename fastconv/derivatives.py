@@ -92,12 +92,23 @@ class Ops:
         self._library = getattr(torch.ops, ns)
 
     def __getattr__(self, name):
-        op = getattr(self._library, name)
+        op = getattr(self._library, name).default
         function = _functions[(self.namespace, name)]
         functorch_active = torch._C._are_functorch_transforms_active
+        grad_enabled, any_requires_grad = torch.is_grad_enabled, torch._C._any_requires_grad
+        below_autograd = torch._C._AutoDispatchBelowAutograd
+        is_compiling = torch.compiler.is_compiling
 
         def call(*args):
-            return function.apply(*args) if functorch_active() else op(*args)
+            if functorch_active():
+                return function.apply(*args)
+            if (_forward_ad._current_level < 0 and not (grad_enabled() and any_requires_grad(*args))
+                    and not is_compiling()):
+                # No derivative in sight: what the Autograd kernel would do, without its Python call and
+                # boxed redispatch (most of a small call's cost).
+                with below_autograd():
+                    return op(*args)
+            return op(*args)
 
         call.__name__ = name
         setattr(self, name, call)  # resolved once per name

@@ -7,6 +7,8 @@ from torch._prims_common import suggest_memory_format
 
 from . import _C  # noqa: F401  (loading the extension registers torch.ops.fastconv)
 from . import derivatives
+from .tuning import _state as _autotune_state
+from .tuning import maybe_autotune
 
 ALGORITHMS = ("auto", "direct", "im2col", "im2col_blas", "direct_simple")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
@@ -116,9 +118,7 @@ def conv2d_with(ops, input, weight, bias, stride, padding, dilation, groups, alg
     stride = _pair("stride", stride)
     dilation = _pair("dilation", dilation)
     padding = _conv_padding(padding, weight, stride, dilation)
-    if algorithm == "auto":
-        from .tuning import maybe_autotune
-
+    if algorithm == "auto" and _autotune_state["enabled"]:
         maybe_autotune(input, weight, bias, stride, padding, dilation, groups, padding_mode, ops.namespace)
     args = (stride, padding, dilation, groups, algorithm, padding_mode)
     if input.is_complex() or weight.is_complex() or (bias is not None and bias.is_complex()):

@@ -8,10 +8,6 @@
 
 namespace fastconv::cpu {
 
-// Element strides of a 4-D tensor, named after the dimension they step.
-struct Strides4 {
-  int64_t n, c, h, w;
-};
 inline Strides4 strides_of(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
 
 void conv2d_fprop_direct(const Conv2dProblem& p, const at::Tensor& input, const at::Tensor& weight,

@@ -1,13 +1,15 @@
 // The host side of fastconv's GPU conv2d, written once for two backends: the CUDA registration
 // (csrc/cuda/conv2d_cuda.cu, nvcc, device pointers, the current CUDA stream) and the emulated registration
-// (csrc/emulator/conv2d_emulated.cpp, g++, CPU tensors, the SIMT emulator). Checks, allocation, dtype
-// dispatch, empty-tensor early returns, workspace and the sequence of launches live here; devices and
-// streams are the caller's business. The kernel table and auto's ranked order (the GPU's plan layer) are
-// at the end of this file.
+// (csrc/emulator/conv2d_emulated.cpp, g++, CPU tensors, the SIMT emulator). As for max_pool2d
+// (max_pool2d_host.h), a Backend (CudaBackend, EmulatedBackend) supplies the device check, the device guard
+// and the stream; checks, allocation, dtype dispatch, empty-tensor early returns, workspace, the sequence
+// of launches and the registration of the ops live here. The kernel table and auto's ranked order (the
+// GPU's plan layer) are near the end of this file.
 #pragma once
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <torch/library.h>
 
 #include "../conv2d_plan.h"
 #include "../ops_common.h"
@@ -219,7 +221,11 @@ void wgrad_im2col(Stream stream, const Conv2dProblem& p, const at::Tensor& dy_in
 }
 
 // ------------------------------------------------------------------------------------------------ bgrad
-inline at::Tensor conv2d_bgrad_host(Stream stream, const at::Tensor& grad_output) {
+template <typename Backend>
+at::Tensor conv2d_bgrad_host(const at::Tensor& grad_output) {
+  Backend::check_device("conv2d backward", grad_output);
+  const typename Backend::Guard guard(grad_output);
+  const Stream stream = Backend::stream();
   TORCH_CHECK(grad_output.dim() == 4, "conv2d backward: expected a 4-D grad_output, but got ", grad_output.sizes());
   TORCH_CHECK(at::isFloatingType(grad_output.scalar_type()),
               "conv2d backward: expected a floating point grad_output, but got ", grad_output.scalar_type());
@@ -347,11 +353,15 @@ inline Conv2dPlannerHooks gpu_planner_hooks() {
 
 // ------------------------------------------------------------------------------------------------ entry
 // The ops: checks, allocation, then the planner's kernel.
-inline at::Tensor conv2d_fprop_host(Stream stream, const at::Tensor& input, const at::Tensor& weight,
-                                    const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
-                                    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
-                                    c10::string_view algorithm, c10::string_view padding_mode) {
+template <typename Backend>
+at::Tensor conv2d_fprop_host(const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                             at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                             c10::string_view algorithm, c10::string_view padding_mode) {
+  Backend::check_device("conv2d", input);
+  Backend::check_device("conv2d", weight);
+  if (bias.has_value() && bias->defined()) Backend::check_device("conv2d", *bias);
   check_conv2d_tensors("conv2d", input, "input", weight, "weight");
+  const typename Backend::Guard guard(input);
   const Conv2dProblem p =
       make_conv2d_problem(input.sizes(), weight.sizes(), stride, padding, dilation, groups, padding_mode);
   at::Tensor bias_tensor = bias.has_value() ? *bias : at::Tensor();
@@ -363,15 +373,18 @@ inline at::Tensor conv2d_fprop_host(Stream stream, const at::Tensor& input, cons
       new_output({p.N, p.K, p.P, p.Q}, input.options(), conv2d_output_memory_format(input, weight));
   if (output.numel() == 0) return output;
   const Conv2dCall call{p, Conv2dOperator::Fprop, input.scalar_type(), is_channels_last(input)};
-  gpu_planner().run({stream}, call, {input, weight, bias_tensor, output}, parse_conv2d_algorithm(algorithm));
+  gpu_planner().run({Backend::stream()}, call, {input, weight, bias_tensor, output}, parse_conv2d_algorithm(algorithm));
   return output;
 }
 
-inline at::Tensor conv2d_dgrad_host(Stream stream, const at::Tensor& grad_output, const at::Tensor& weight,
-                                    c10::SymIntArrayRef input_size, at::IntArrayRef stride, at::IntArrayRef padding,
-                                    at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm,
-                                    c10::string_view padding_mode) {
+template <typename Backend>
+at::Tensor conv2d_dgrad_host(const at::Tensor& grad_output, const at::Tensor& weight, c10::SymIntArrayRef input_size,
+                             at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                             c10::string_view algorithm, c10::string_view padding_mode) {
+  Backend::check_device("conv2d backward", grad_output);
+  Backend::check_device("conv2d backward", weight);
   check_conv2d_tensors("conv2d backward", grad_output, "grad_output", weight, "weight");
+  const typename Backend::Guard guard(grad_output);
   const Conv2dProblem p = make_conv2d_problem(C10_AS_INTARRAYREF_SLOW(input_size), weight.sizes(), stride,
                                               padding, dilation, groups, padding_mode);
   check_conv2d_grad_output(p, grad_output);
@@ -379,24 +392,39 @@ inline at::Tensor conv2d_dgrad_host(Stream stream, const at::Tensor& grad_output
                                      conv2d_output_memory_format(grad_output, weight));
   if (grad_input.numel() == 0) return grad_input;
   const Conv2dCall call{p, Conv2dOperator::Dgrad, grad_output.scalar_type(), is_channels_last(grad_output)};
-  gpu_planner().run({stream}, call, {grad_output, weight, at::Tensor(), grad_input}, parse_conv2d_algorithm(algorithm));
+  gpu_planner().run({Backend::stream()}, call, {grad_output, weight, at::Tensor(), grad_input}, parse_conv2d_algorithm(algorithm));
   return grad_input;
 }
 
-inline at::Tensor conv2d_wgrad_host(Stream stream, const at::Tensor& grad_output, const at::Tensor& input,
-                                    c10::SymIntArrayRef weight_size, at::IntArrayRef stride, at::IntArrayRef padding,
-                                    at::IntArrayRef dilation, int64_t groups, c10::string_view algorithm,
-                                    c10::string_view padding_mode) {
+template <typename Backend>
+at::Tensor conv2d_wgrad_host(const at::Tensor& grad_output, const at::Tensor& input, c10::SymIntArrayRef weight_size,
+                             at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                             c10::string_view algorithm, c10::string_view padding_mode) {
+  Backend::check_device("conv2d backward", grad_output);
+  Backend::check_device("conv2d backward", input);
   check_conv2d_tensors("conv2d backward", grad_output, "grad_output", input, "input");
+  const typename Backend::Guard guard(grad_output);
   const Conv2dProblem p = make_conv2d_problem(input.sizes(), C10_AS_INTARRAYREF_SLOW(weight_size), stride,
                                               padding, dilation, groups, padding_mode);
   check_conv2d_grad_output(p, grad_output);
   at::Tensor grad_weight = new_output({p.K, p.C_per_group(), p.R, p.S}, grad_output.options());
   if (grad_weight.numel() == 0) return grad_weight;
   const Conv2dCall call{p, Conv2dOperator::Wgrad, grad_output.scalar_type(), is_channels_last(input)};
-  gpu_planner().run({stream}, call, {grad_output, input, at::Tensor(), grad_weight}, parse_conv2d_algorithm(algorithm));
+  gpu_planner().run({Backend::stream()}, call, {grad_output, input, at::Tensor(), grad_weight}, parse_conv2d_algorithm(algorithm));
   const at::MemoryFormat format = conv2d_output_memory_format(input, grad_output);
   return format == at::MemoryFormat::Contiguous ? grad_weight : grad_weight.contiguous(format);
+}
+
+// The conv2d ops of one library on one backend (the registering file, conv2d_cuda.cu or
+// emulator/conv2d_emulated.cpp, names both), and this compiler's planner for explain, the autotuner and
+// the run counters.
+template <typename Backend>
+void register_conv2d(torch::Library& m) {
+  m.impl("conv2d_fprop", &conv2d_fprop_host<Backend>);
+  m.impl("_conv2d_dgrad", &conv2d_dgrad_host<Backend>);
+  m.impl("_conv2d_wgrad", &conv2d_wgrad_host<Backend>);
+  m.impl("_conv2d_bgrad", &conv2d_bgrad_host<Backend>);
+  register_conv2d_planner(FASTCONV_BACKEND_NAME, gpu_planner_hooks());
 }
 
 }  // namespace FASTCONV_KERNEL_NAMESPACE

@@ -9,6 +9,8 @@
 #include <string>
 #include <utility>
 
+#include "device_limits.h"
+
 #if defined(__CUDACC__)
 #include <cuda_runtime.h>
 #else
@@ -55,10 +57,6 @@ struct HostStream {};
 using Stream = HostStream;
 #endif
 
-inline constexpr unsigned kMaxThreadsPerBlock = 1024;
-// Opt-in maximum on sm_90; above 48 KiB the kernel attribute is raised below.
-inline constexpr std::size_t kMaxDynamicSmemBytes = 227 * 1024;
-inline constexpr std::size_t kDefaultDynamicSmemBytes = 48 * 1024;
 
 // Rejects configurations the GPU would refuse, with the same message on both
 // compilers, so host-only test runs catch them too.

@@ -39,7 +39,9 @@ bool avx2_usable() {
   return usable;
 }
 
-bool use_avx2() {
+// Whether the GEMM runs its AVX2 micro-kernels now: usable, and not overridden by the test hook or the
+// environment (unlike max_pool2d.cpp's use_avx2, which asks only the CPU and the build).
+bool gemm_runs_avx2() {
   switch (g_override.load(std::memory_order_relaxed)) {
     case 1: return false;
     case 2: return avx2_usable();
@@ -48,7 +50,7 @@ bool use_avx2() {
 }
 
 template <typename T> KernelSet<T> select_kernels() {
-  return use_avx2() ? avx2_kernels<T>() : portable_kernels<T>();
+  return gemm_runs_avx2() ? avx2_kernels<T>() : portable_kernels<T>();
 }
 
 // Per-thread packing scratch, 64-byte aligned (cache line; also satisfies the aligned AVX loads).
@@ -218,7 +220,7 @@ void gemm(int64_t M, int64_t N, int64_t K,
                              gemm_detail::select_kernels<T>()});
 }
 
-const char* gemm_kernel_name() { return gemm_detail::use_avx2() ? "avx2+fma" : "portable"; }
+const char* gemm_kernel_name() { return gemm_detail::gemm_runs_avx2() ? "avx2+fma" : "portable"; }
 
 template void gemm<float>(int64_t, int64_t, int64_t, const float*, int64_t, int64_t, const float*,
                           int64_t, int64_t, float*, int64_t, int64_t, bool);
