@@ -84,6 +84,22 @@ at::ScalarType compute_dtype(const std::string& backend, const std::string& dtyp
   return backend == "cpu" && (st == at::kHalf || st == at::kBFloat16) ? at::kFloat : st;
 }
 
+// The forward ops called from Python without their Autograd kernel, for calls that need no derivative
+// (derivatives.Ops decides: no grad, no forward AD, no functorch, not compiling). A torch.ops call from
+// Python boxes its arguments and, through the Python Autograd kernel, redispatches boxed again: on a tiny
+// problem most of the call. This is one unboxed dispatcher call below autograd, so every backend and the
+// fake kernels are still reached through the dispatcher.
+template <typename Signature>
+c10::TypedOperatorHandle<Signature> find_op(const std::string& ns, const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow((ns + "::" + name).c_str(), "").typed<Signature>();
+}
+
+using Conv2dFpropSignature = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                                        at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, int64_t,
+                                        c10::string_view, c10::string_view);
+using PoolFpropSignature = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, at::IntArrayRef, at::IntArrayRef,
+                                                              at::IntArrayRef, at::IntArrayRef, bool);
+
 bool built_with_cuda() {
 #ifdef FASTCONV_WITH_CUDA
   return true;
@@ -157,6 +173,32 @@ PYBIND11_MODULE(_C, m) {
   m.def("_conv2d_run_counts", [](const std::string& backend) { return planner_of(backend).run_counts(); },
         "Tests: how often each kernel entry of a backend's table has run, in table order.");
   m.def("_reset_conv2d_run_counts", [](const std::string& backend) { planner_of(backend).reset_run_counts(); });
+  m.def("_conv2d_fprop_below_autograd",
+        [](const std::string& ns, const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+           std::vector<int64_t> stride, std::vector<int64_t> padding, std::vector<int64_t> dilation, int64_t groups,
+           const std::string& algorithm, const std::string& padding_mode) {
+          static const auto native = find_op<Conv2dFpropSignature>("fastconv", "conv2d_fprop");
+          static const auto emulated = find_op<Conv2dFpropSignature>("fastconv_emulated", "conv2d_fprop");
+          const at::AutoDispatchBelowAutograd below;
+          return (ns == "fastconv" ? native : emulated)
+              .call(input, weight, bias, stride, padding, dilation, groups, algorithm, padding_mode);
+        },
+        pybind11::arg("ns"), pybind11::arg("input"), pybind11::arg("weight"), pybind11::arg("bias"),
+        pybind11::arg("stride"), pybind11::arg("padding"), pybind11::arg("dilation"), pybind11::arg("groups"),
+        pybind11::arg("algorithm"), pybind11::arg("padding_mode") = "zeros");
+  m.def("_max_pool2d_fprop_below_autograd",
+        [](const std::string& ns, bool taps, const at::Tensor& input, std::vector<int64_t> kernel_size,
+           std::vector<int64_t> stride, std::vector<int64_t> padding, std::vector<int64_t> dilation, bool ceil_mode) {
+          static const auto native = find_op<PoolFpropSignature>("fastconv", "max_pool2d_fprop");
+          static const auto emulated = find_op<PoolFpropSignature>("fastconv_emulated", "max_pool2d_fprop");
+          static const auto native_taps = find_op<PoolFpropSignature>("fastconv", "_max_pool2d_fprop_taps");
+          static const auto emulated_taps =
+              find_op<PoolFpropSignature>("fastconv_emulated", "_max_pool2d_fprop_taps");
+          const bool is_native = ns == "fastconv";
+          const auto& op = taps ? (is_native ? native_taps : emulated_taps) : (is_native ? native : emulated);
+          const at::AutoDispatchBelowAutograd below;
+          return op.call(input, kernel_size, stride, padding, dilation, ceil_mode);
+        });
   m.def("_set_depthwise_force_portable", &fastconv::cpu::set_depthwise_force_portable,
         "Tests: run the depthwise kernel's portable float32 path even where AVX2 is available.");
 }

@@ -856,7 +856,8 @@ def parser():
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", type=_csv(), default=None,
                    help="only shapes whose name contains or matches (fnmatch) one of these, comma-separated")
-    p.add_argument("--sections", type=_csv(SECTIONS), default=list(SECTIONS), help="conv,pool,gemm,model,overhead")
+    p.add_argument("--sections", type=_csv(SECTIONS), default=[x for x in SECTIONS if x != "overhead"],
+                   help="conv,pool,gemm,model (the default), overhead (the per-call cost of tiny problems; on request)")
     p.add_argument("--passes", type=_csv(CONV_PASSES + ("backward",)), default=list(CONV_PASSES),
                    help="forward,grad_input,grad_weight,train_step (pooling: forward and backward)")
     p.add_argument("--algorithms", type=_csv(CONV_CANDIDATES[1:]), default=None,

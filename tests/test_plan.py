@@ -164,3 +164,29 @@ def test_gemm_mapping_of_each_pass_is_cutlass():
     K, Cg, R, S = w.shape
     P, Q = plan["output_size"][2:]
     assert plan["macs"] == N * P * Q * K * Cg * R * S
+
+
+def test_bench_overhead_section_rows():
+    from fastconv import bench
+
+    config = bench.configure(["--sections", "overhead", "--passes", "forward", "--peak-size", "0", "--no-progress",
+                              "--repeat", "3", "--min-sample", "0.002"])
+    doc = bench.run_suite(config)
+    rows = {(r["shape"], r["candidate"]): r for r in doc["rows"]}
+    assert {s for s, _ in rows} == {s.name for s in bench.OVERHEAD_SHAPES}
+    for (shape, candidate), row in rows.items():
+        assert row["error"] is None and row["ratio"] > 0 and row["unit"] == "call/s", row
+
+
+def test_no_grad_calls_skip_the_autograd_kernel_but_not_the_derivative():
+    # the fast path (derivatives.Ops) is taken only when no derivative is wanted
+    x, w = torch.randn(1, 2, 5, 5), torch.randn(3, 2, 3, 3, requires_grad=True)
+    with torch.no_grad():
+        y = fastconv.conv2d(x, w, padding=1)
+    assert y.grad_fn is None
+    y = fastconv.conv2d(x, w, padding=1)
+    assert y.grad_fn is not None
+    out, idx = fastconv.max_pool2d(torch.randn(1, 2, 4, 4), 2, return_indices=True)
+    assert idx.dtype == torch.int64 and out.shape == (1, 2, 2, 2)
+    pooled = fastconv.emulation.max_pool2d(torch.randn(1, 2, 4, 4, requires_grad=True), 2)
+    assert pooled.grad_fn is not None
