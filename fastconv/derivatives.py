@@ -104,8 +104,9 @@ class Ops:
         def call(*args):
             if functorch_active():
                 return function.apply(*args)
-            if (_forward_ad._current_level < 0 and not (grad_enabled() and any_requires_grad(*args))
-                    and not is_compiling()):
+            # is_compiling first: Dynamo folds it to True and never traces the C calls after it.
+            if (not is_compiling() and _forward_ad._current_level < 0
+                    and not (grad_enabled() and any_requires_grad(*args))):
                 # No derivative in sight: what the Autograd kernel would do, without its Python call and
                 # boxed redispatch (most of a small call's cost).
                 return below_autograd(*args)

@@ -344,11 +344,15 @@ inline Conv2dPlanner<GpuContext>& gpu_planner() {
   return instance;
 }
 
+// Named functions, not lambdas: nvcc's host pass rejects captureless lambdas in this brace initialiser.
+inline Conv2dPlanReport gpu_report(const Conv2dCall& c, Conv2dAlgorithm a) { return gpu_planner().report(c, a); }
+inline bool gpu_runs_itself(const Conv2dCall& c, Conv2dAlgorithm a) { return gpu_planner().runs_itself(c, a); }
+inline TunedChoices& gpu_tuned() { return gpu_planner().tuned(); }
+inline std::vector<std::pair<std::string, int64_t>> gpu_run_counts() { return gpu_planner().run_counts(); }
+inline void gpu_reset_run_counts() { gpu_planner().reset_run_counts(); }
+
 inline Conv2dPlannerHooks gpu_planner_hooks() {
-  return {[](const Conv2dCall& c, Conv2dAlgorithm a) { return gpu_planner().report(c, a); },
-          [](const Conv2dCall& c, Conv2dAlgorithm a) { return gpu_planner().runs_itself(c, a); },
-          []() -> TunedChoices& { return gpu_planner().tuned(); }, [] { return gpu_planner().run_counts(); },
-          [] { gpu_planner().reset_run_counts(); }};
+  return {gpu_report, gpu_runs_itself, gpu_tuned, gpu_run_counts, gpu_reset_run_counts};
 }
 
 // ------------------------------------------------------------------------------------------------ entry
@@ -373,7 +377,7 @@ at::Tensor conv2d_fprop_host(const at::Tensor& input, const at::Tensor& weight, 
       new_output({p.N, p.K, p.P, p.Q}, input.options(), conv2d_output_memory_format(input, weight));
   if (output.numel() == 0) return output;
   const Conv2dCall call{p, Conv2dOperator::Fprop, input.scalar_type(), is_channels_last(input)};
-  gpu_planner().run({Backend::stream()}, call, {input, weight, bias_tensor, output}, parse_conv2d_algorithm(algorithm));
+  gpu_planner().run(GpuContext{Backend::stream()}, call, {input, weight, bias_tensor, output}, parse_conv2d_algorithm(algorithm));
   return output;
 }
 
@@ -392,7 +396,7 @@ at::Tensor conv2d_dgrad_host(const at::Tensor& grad_output, const at::Tensor& we
                                      conv2d_output_memory_format(grad_output, weight));
   if (grad_input.numel() == 0) return grad_input;
   const Conv2dCall call{p, Conv2dOperator::Dgrad, grad_output.scalar_type(), is_channels_last(grad_output)};
-  gpu_planner().run({Backend::stream()}, call, {grad_output, weight, at::Tensor(), grad_input}, parse_conv2d_algorithm(algorithm));
+  gpu_planner().run(GpuContext{Backend::stream()}, call, {grad_output, weight, at::Tensor(), grad_input}, parse_conv2d_algorithm(algorithm));
   return grad_input;
 }
 
@@ -410,7 +414,7 @@ at::Tensor conv2d_wgrad_host(const at::Tensor& grad_output, const at::Tensor& in
   at::Tensor grad_weight = new_output({p.K, p.C_per_group(), p.R, p.S}, grad_output.options());
   if (grad_weight.numel() == 0) return grad_weight;
   const Conv2dCall call{p, Conv2dOperator::Wgrad, grad_output.scalar_type(), is_channels_last(input)};
-  gpu_planner().run({Backend::stream()}, call, {grad_output, input, at::Tensor(), grad_weight}, parse_conv2d_algorithm(algorithm));
+  gpu_planner().run(GpuContext{Backend::stream()}, call, {grad_output, input, at::Tensor(), grad_weight}, parse_conv2d_algorithm(algorithm));
   const at::MemoryFormat format = conv2d_output_memory_format(input, grad_output);
   return format == at::MemoryFormat::Contiguous ? grad_weight : grad_weight.contiguous(format);
 }
