@@ -171,7 +171,9 @@ def explain_on(backend, input, weight, bias=None, stride=1, padding=0, dilation=
     _check_padding_mode(padding_mode)
     _, args = _plan_args(input, weight, stride, padding, dilation, groups)
     plan = Explanation(_C.conv2d_plan(backend, *args, "fprop", algorithm, padding_mode))
-    plan["dgrad"] = _C.conv2d_plan(backend, *args, "dgrad", algorithm, padding_mode)
+    # dgrad dispatches on grad_output's layout: the output's, channels_last when the input or the weight is.
+    dgrad_args = args[:-1] + (args[-1] or _is_channels_last(weight),)
+    plan["dgrad"] = _C.conv2d_plan(backend, *dgrad_args, "dgrad", algorithm, padding_mode)
     plan["wgrad"] = _C.conv2d_plan(backend, *args, "wgrad", algorithm, padding_mode)
     plan["backend"], plan["input_size"], plan["weight_size"] = backend, args[0], args[1]
     if verbose:

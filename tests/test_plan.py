@@ -91,6 +91,16 @@ def test_cuda_explain_runs_what_it_names(name, algorithm):
     check_ran_what_explain_says("cuda", "fastconv", fastconv.explain, name, algorithm, device="cuda")
 
 
+def test_dgrad_plan_follows_grad_output_layout():
+    # a channels_last weight makes the output (and so grad_output) channels_last: the im2col workspace of
+    # dgrad then has no layout copies, as the kernel that runs has none
+    x, w = torch.randn(2, 8, 9, 9), torch.randn(8, 8, 3, 3).contiguous(memory_format=torch.channels_last)
+    plan = fastconv.explain(x, w, padding=1, algorithm="im2col")
+    nchw = fastconv.explain(x, w.contiguous(), padding=1, algorithm="im2col")
+    assert plan["dgrad"]["workspace_bytes"] < nchw["dgrad"]["workspace_bytes"]
+    assert plan["wgrad"]["workspace_bytes"] == nchw["wgrad"]["workspace_bytes"]  # wgrad follows the input
+
+
 def test_explain_report_shape_is_the_same_on_every_backend(capsys):
     x, w = torch.randn(2, 4, 7, 7), torch.randn(8, 4, 3, 3)
     cpu = fastconv.explain(x, w, padding=1)
