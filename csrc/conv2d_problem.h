@@ -35,6 +35,12 @@ struct PaddedReaders {
   }
 };
 
+// Element strides of a 4-D tensor (any layout: NCHW, channels_last, sliced), named after the dimension
+// they step; every backend's kernels take their operands this way.
+struct Strides4 {
+  int64_t n, c, h, w;
+};
+
 // Plain data so it can be passed by value to CUDA kernels and to the emulator.
 struct Conv2dProblem {
   int64_t N, C, H, W;           // input
@@ -171,6 +177,23 @@ struct Pool2dProblem {
   FASTCONV_HD int64_t tap_row(int64_t p, int64_t tap) const { return p * stride_h - pad_h + tap / S * dilation_h; }
   FASTCONV_HD int64_t tap_col(int64_t q, int64_t tap) const { return q * stride_w - pad_w + tap % S * dilation_w; }
 };
+
+// The three passes of a convolution, CUTLASS's conv::Operator: fprop (output from input), dgrad (input
+// gradient from output gradient), wgrad (weight gradient).
+enum class Conv2dOperator { Fprop, Dgrad, Wgrad };
+
+// The implicit-GEMM view of one pass, per group: C[M, N] = A[M, K] . B[K, N]. Every GEMM caller (CPU
+// im2col, the CUDA host) takes its sizes from here; a caller working per image divides M by the batch.
+struct GemmShape {
+  int64_t M, N, K;
+};
+FASTCONV_HD inline GemmShape implicit_gemm(const Conv2dProblem& p, Conv2dOperator op) {
+  switch (op) {
+    case Conv2dOperator::Dgrad: return {p.N * p.H * p.W, p.C_per_group(), p.K_per_group() * p.R * p.S};
+    case Conv2dOperator::Wgrad: return {p.K_per_group(), p.C_per_group() * p.R * p.S, p.N * p.P * p.Q};
+    default: return {p.N * p.P * p.Q, p.K_per_group(), p.C_per_group() * p.R * p.S};
+  }
+}
 
 // Direct: the blocked direct kernel where it applies (float32, groups == 1), else the simple loops;
 // DirectSimple: always the simple strided loops (the always-correct fallback).

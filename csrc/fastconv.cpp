@@ -4,6 +4,7 @@
 #include <torch/library.h>
 #include <torch/version.h>
 
+#include "conv2d_plan.h"
 #include "cpu/conv2d_cpu.h"
 #include "cpu/cpu_features.h"
 #include "cpu/gemm/gemm.h"
@@ -62,6 +63,45 @@ std::string simd_level() {
 #endif
 }
 
+const fastconv::Conv2dPlannerHooks& planner_of(const std::string& backend) {
+  const fastconv::Conv2dPlannerHooks* planner = fastconv::find_conv2d_planner(backend);
+  TORCH_CHECK_VALUE(planner != nullptr, "conv2d: no '", backend, "' backend in this build of fastconv (built with ",
+                    c10::Join(", ", fastconv::conv2d_planner_backends()), ")");
+  return *planner;
+}
+
+fastconv::Conv2dOperator parse_pass(const std::string& pass) {
+  TORCH_CHECK_VALUE(pass == "fprop" || pass == "dgrad" || pass == "wgrad", "pass must be fprop, dgrad or wgrad");
+  return pass == "fprop" ? fastconv::Conv2dOperator::Fprop
+         : pass == "dgrad" ? fastconv::Conv2dOperator::Dgrad
+                           : fastconv::Conv2dOperator::Wgrad;
+}
+
+// The dtype the backend's kernels compute in: the CPU runs float16/bfloat16 in float32.
+at::ScalarType compute_dtype(const std::string& backend, const std::string& dtype) {
+  const at::ScalarType st = dtype == "float64"   ? at::kDouble
+                            : dtype == "float16"  ? at::kHalf
+                            : dtype == "bfloat16" ? at::kBFloat16
+                                                  : at::kFloat;
+  return backend == "cpu" && (st == at::kHalf || st == at::kBFloat16) ? at::kFloat : st;
+}
+
+// The forward ops called from Python without their Autograd kernel, for calls that need no derivative
+// (derivatives.Ops decides: no grad, no forward AD, no functorch, not compiling). A torch.ops call from
+// Python boxes its arguments and, through the Python Autograd kernel, redispatches boxed again: on a tiny
+// problem most of the call. This is one unboxed dispatcher call below autograd, so every backend and the
+// fake kernels are still reached through the dispatcher.
+template <typename Signature>
+c10::TypedOperatorHandle<Signature> find_op(const std::string& ns, const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow((ns + "::" + name).c_str(), "").typed<Signature>();
+}
+
+using Conv2dFpropSignature = at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                                        at::IntArrayRef, at::IntArrayRef, at::IntArrayRef, int64_t,
+                                        c10::string_view, c10::string_view);
+using PoolFpropSignature = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, at::IntArrayRef, at::IntArrayRef,
+                                                              at::IntArrayRef, at::IntArrayRef, bool);
+
 bool built_with_cuda() {
 #ifdef FASTCONV_WITH_CUDA
   return true;
@@ -107,28 +147,22 @@ PYBIND11_MODULE(_C, m) {
   m.def("set_poison_outputs", &fastconv::set_poison_outputs,
         "Fill every new kernel output with NaN (integers: their max()) before the kernel writes it; for tests.");
   m.def("poison_outputs", &fastconv::poison_outputs);
-  // What algorithm="auto" runs for one CPU call and why, from the same make_conv2d_problem and the same
-  // heuristic the kernels use. dtype: "float32" | "float64" | "float16" | "bfloat16"; pass: fprop | dgrad | wgrad.
+  // What a conv2d call runs on one backend (cpu | cuda | emulated) and why, from the same
+  // make_conv2d_problem and the same planner (kernel table, ranked auto order) the ops dispatch through.
+  // dtype: "float32" | "float64" | "float16" | "bfloat16"; pass: fprop | dgrad | wgrad.
   m.def("conv2d_plan",
-        [](std::vector<int64_t> input_size, std::vector<int64_t> weight_size, std::vector<int64_t> stride,
-           std::vector<int64_t> padding, std::vector<int64_t> dilation, int64_t groups, const std::string& dtype,
-           bool channels_last, const std::string& pass, const std::string& algorithm,
+        [](const std::string& backend, std::vector<int64_t> input_size, std::vector<int64_t> weight_size,
+           std::vector<int64_t> stride, std::vector<int64_t> padding, std::vector<int64_t> dilation, int64_t groups,
+           const std::string& dtype, bool channels_last, const std::string& pass, const std::string& algorithm,
            const std::string& padding_mode) {
+          const fastconv::Conv2dPlannerHooks& planner = planner_of(backend);
           const fastconv::Conv2dProblem p = fastconv::make_conv2d_problem(input_size, weight_size, stride, padding,
                                                                           dilation, groups, padding_mode);
-          at::ScalarType st = dtype == "float64"   ? at::kDouble
-                              : dtype == "float16"  ? at::kHalf
-                              : dtype == "bfloat16" ? at::kBFloat16
-                                                    : at::kFloat;
-          TORCH_CHECK_VALUE(pass == "fprop" || pass == "dgrad" || pass == "wgrad", "pass must be fprop, dgrad or wgrad");
-          const auto ps = pass == "fprop"   ? fastconv::cpu::Conv2dPass::Fprop
-                          : pass == "dgrad" ? fastconv::cpu::Conv2dPass::Dgrad
-                                            : fastconv::cpu::Conv2dPass::Wgrad;
-          // float16/bfloat16 run in float32 on the CPU.
-          const at::ScalarType compute = (st == at::kHalf || st == at::kBFloat16) ? at::kFloat : st;
-          const fastconv::cpu::Conv2dPlan plan = fastconv::cpu::plan_conv2d(p, ps, compute, channels_last, algorithm);
+          const fastconv::Conv2dCall call{p, parse_pass(pass), compute_dtype(backend, dtype), channels_last};
+          const fastconv::Conv2dPlanReport plan = planner.report(call, fastconv::parse_conv2d_algorithm(algorithm));
           pybind11::dict d;
-          d["algorithm"] = plan.name;
+          d["algorithm"] = plan.algorithm;
+          d["kernel"] = plan.kernel;
           d["reason"] = plan.reason;
           d["key"] = plan.key;
           d["workspace_bytes"] = plan.workspace_bytes;
@@ -137,9 +171,56 @@ PYBIND11_MODULE(_C, m) {
           d["macs"] = p.macs();
           return d;
         });
-  m.def("set_autotuned_choice", &fastconv::cpu::set_autotuned_choice,
+  m.def("conv2d_runs_itself",
+        [](const std::string& backend, std::vector<int64_t> input_size, std::vector<int64_t> weight_size,
+           std::vector<int64_t> stride, std::vector<int64_t> padding, std::vector<int64_t> dilation, int64_t groups,
+           const std::string& dtype, bool channels_last, const std::string& pass, const std::string& algorithm,
+           const std::string& padding_mode) {
+          const fastconv::Conv2dProblem p = fastconv::make_conv2d_problem(input_size, weight_size, stride, padding,
+                                                                          dilation, groups, padding_mode);
+          const fastconv::Conv2dCall call{p, parse_pass(pass), compute_dtype(backend, dtype), channels_last};
+          return planner_of(backend).runs_itself(call, fastconv::parse_conv2d_algorithm(algorithm));
+        },
+        "Whether an explicit request of the algorithm runs one of its own kernels (no simple-loops fallback).");
+  m.def("conv2d_backends", &fastconv::conv2d_planner_backends, "The backends with a conv2d planner in this build.");
+  // A key names its backend first ("cpu|fprop|..."), so one call serves every backend's autotuner.
+  m.def("set_autotuned_choice",
+        [](const std::string& key, const std::string& algorithm) {
+          planner_of(key.substr(0, key.find('|'))).tuned().set(key, fastconv::parse_conv2d_algorithm(algorithm));
+        },
         "Record the algorithm auto should run for a problem key (from conv2d_plan); used by the autotuner.");
-  m.def("clear_autotuned_choices", &fastconv::cpu::clear_autotuned_choices);
+  m.def("clear_autotuned_choices", [] {
+    for (const std::string& backend : fastconv::conv2d_planner_backends()) planner_of(backend).tuned().clear();
+  });
+  m.def("_conv2d_run_counts", [](const std::string& backend) { return planner_of(backend).run_counts(); },
+        "Tests: how often each kernel entry of a backend's table has run, in table order.");
+  m.def("_reset_conv2d_run_counts", [](const std::string& backend) { planner_of(backend).reset_run_counts(); });
+  m.def("_conv2d_fprop_below_autograd",
+        [](const std::string& ns, const at::Tensor& input, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+           std::vector<int64_t> stride, std::vector<int64_t> padding, std::vector<int64_t> dilation, int64_t groups,
+           const std::string& algorithm, const std::string& padding_mode) {
+          static const auto native = find_op<Conv2dFpropSignature>("fastconv", "conv2d_fprop");
+          static const auto emulated = find_op<Conv2dFpropSignature>("fastconv_emulated", "conv2d_fprop");
+          const at::AutoDispatchBelowAutograd below;
+          return (ns == "fastconv" ? native : emulated)
+              .call(input, weight, bias, stride, padding, dilation, groups, algorithm, padding_mode);
+        },
+        pybind11::arg("ns"), pybind11::arg("input"), pybind11::arg("weight"), pybind11::arg("bias"),
+        pybind11::arg("stride"), pybind11::arg("padding"), pybind11::arg("dilation"), pybind11::arg("groups"),
+        pybind11::arg("algorithm"), pybind11::arg("padding_mode") = "zeros");
+  m.def("_max_pool2d_fprop_below_autograd",
+        [](const std::string& ns, bool taps, const at::Tensor& input, std::vector<int64_t> kernel_size,
+           std::vector<int64_t> stride, std::vector<int64_t> padding, std::vector<int64_t> dilation, bool ceil_mode) {
+          static const auto native = find_op<PoolFpropSignature>("fastconv", "max_pool2d_fprop");
+          static const auto emulated = find_op<PoolFpropSignature>("fastconv_emulated", "max_pool2d_fprop");
+          static const auto native_taps = find_op<PoolFpropSignature>("fastconv", "_max_pool2d_fprop_taps");
+          static const auto emulated_taps =
+              find_op<PoolFpropSignature>("fastconv_emulated", "_max_pool2d_fprop_taps");
+          const bool is_native = ns == "fastconv";
+          const auto& op = taps ? (is_native ? native_taps : emulated_taps) : (is_native ? native : emulated);
+          const at::AutoDispatchBelowAutograd below;
+          return op.call(input, kernel_size, stride, padding, dilation, ceil_mode);
+        });
   m.def("_set_depthwise_force_portable", &fastconv::cpu::set_depthwise_force_portable,
         "Tests: run the depthwise kernel's portable float32 path even where AVX2 is available.");
 }

@@ -51,7 +51,11 @@ FASTCONV_ALGORITHMS = tuple(a for a in ALGORITHMS if a != "direct_simple")
 CONV_CANDIDATES = (BASELINE, "torch_im2col") + FASTCONV_ALGORITHMS
 CONV_PASSES = ("forward", "grad_input", "grad_weight", "train_step")
 POOL_PASSES = ("forward", "backward")
-SECTIONS = ("conv", "pool", "gemm", "model")
+SECTIONS = ("conv", "pool", "gemm", "model", "overhead")
+# The per-call cost of the whole Python + dispatcher + planner path: problems so small that the arithmetic is
+# nothing beside it. Target: within 2x of PyTorch's per-call time (ratio >= 0.5).
+OVERHEAD_SHAPES = (ConvShape("overhead.conv_1x1x8x8_3x3", "per-call cost", 1, 1, 8, 8, 1, 3, 3, pad=1),
+                   PoolShape("overhead.pool_1x1x8x8_k2", "per-call cost", 1, 1, 8, 8, 2, 2))
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
           "float16": torch.float16}
 TOLERANCE = {torch.float32: 1e-3, torch.float64: 1e-9, torch.bfloat16: 5e-2, torch.float16: 1e-2}
@@ -229,7 +233,7 @@ class Row:
     def throughput(self):
         if self.seconds is None or not self.work:
             return None
-        scale = 1.0 if self.unit == "img/s" else 1e9
+        scale = 1.0 if self.unit in ("img/s", "call/s") else 1e9
         return self.work / self.seconds / scale
 
     def as_dict(self):
@@ -540,6 +544,9 @@ def plan(config, conv_shapes=CONV_SHAPES, pool_shapes=POOL_SHAPES, gemm_shapes=G
     if "gemm" in config.sections and "forward" in config.passes:
         for s in gemm:
             jobs.append(("gemm", s, "-", "forward"))
+    if "overhead" in config.sections and "forward" in config.passes:
+        for s in OVERHEAD_SHAPES:
+            jobs.append(("overhead", s, "nchw", "forward"))
     model_selected = not config.shapes or any(fnmatch.fnmatch(MODEL, p) or p in MODEL for p in config.shapes)
     if "model" in config.sections and model_selected and "train_step" in config.passes and not q:
         jobs.append(("model", None, config.conv_layouts[0], "train_step"))
@@ -566,6 +573,17 @@ def run_job(job, config, peak, timer):
         elem = torch.empty((), dtype=dtype).element_size()
         return rows_from(m, section=section, shape=shape.name, desc=shape.describe(), layout=layout, pass_=pass_,
                          work=shape.bytes(pass_, elem), unit="GB/s", peak=bw_peak)
+    if section == "overhead":
+        # Interleaved medians of calls on a tiny problem, many per sample: the ratio is the result, never
+        # the absolute time (a shared machine's noise is larger than the difference).
+        if isinstance(shape, ConvShape):
+            cands = conv_candidates(shape, "forward", [BASELINE, "auto"], device=config.device, dtype=dtype,
+                                    layout=layout)
+        else:
+            cands = pool_candidates(shape, "forward", device=config.device, dtype=dtype, layout=layout)
+        m = measure(cands, **dict(common, repeat=max(config.repeat, 15), min_sample_s=max(config.min_sample_s, 0.02)))
+        return rows_from(m, section=section, shape=shape.name, desc=shape.describe(), layout=layout, pass_=pass_,
+                         work=1, unit="call/s", peak=None)
     if section == "gemm":
         m = measure(gemm_candidates(shape, device=config.device, dtype=dtype), **common)
         return rows_from(m, section=section, shape=shape.name, desc=shape.describe(), layout="-", pass_=pass_,
@@ -871,7 +889,8 @@ def parser():
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", type=_csv(), default=None,
                    help="only shapes whose name contains or matches (fnmatch) one of these, comma-separated")
-    p.add_argument("--sections", type=_csv(SECTIONS), default=list(SECTIONS), help="conv,pool,gemm,model")
+    p.add_argument("--sections", type=_csv(SECTIONS), default=[x for x in SECTIONS if x != "overhead"],
+                   help="conv,pool,gemm,model (the default), overhead (the per-call cost of tiny problems; on request)")
     p.add_argument("--passes", type=_csv(CONV_PASSES + ("backward",)), default=list(CONV_PASSES),
                    help="forward,grad_input,grad_weight,train_step (pooling: forward and backward)")
     p.add_argument("--algorithms", type=_csv(("torch_im2col",) + ALGORITHMS), default=None,

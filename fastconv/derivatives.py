@@ -13,6 +13,8 @@ Here each op gets one autograd.Function in the form functorch wants: ``forward``
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.autograd.forward_ad as _forward_ad
 
@@ -92,16 +94,44 @@ class Ops:
         self._library = getattr(torch.ops, ns)
 
     def __getattr__(self, name):
-        op = getattr(self._library, name)
+        op = getattr(self._library, name).default
         function = _functions[(self.namespace, name)]
         functorch_active = torch._C._are_functorch_transforms_active
+        grad_enabled, any_requires_grad = torch.is_grad_enabled, torch._C._any_requires_grad
+        is_compiling = torch.compiler.is_compiling
+        below_autograd = _below_autograd(self.namespace, name, op)
 
         def call(*args):
-            return function.apply(*args) if functorch_active() else op(*args)
+            if functorch_active():
+                return function.apply(*args)
+            # is_compiling first: Dynamo folds it to True and never traces the C calls after it.
+            if (not is_compiling() and _forward_ad._current_level < 0
+                    and not (grad_enabled() and any_requires_grad(*args))):
+                # No derivative in sight: what the Autograd kernel would do, without its Python call and
+                # boxed redispatch (most of a small call's cost).
+                return below_autograd(*args)
+            return op(*args)
 
         call.__name__ = name
         setattr(self, name, call)  # resolved once per name
         return call
+
+
+def _below_autograd(ns, name, op):
+    """ns::name called below its Autograd kernel: for the forward ops, one unboxed C++ dispatcher call
+    (_C's *_below_autograd); for the rest, the op under the guard."""
+    from . import _C
+
+    if name == "conv2d_fprop":
+        return functools.partial(_C._conv2d_fprop_below_autograd, ns)
+    if name in ("max_pool2d_fprop", "_max_pool2d_fprop_taps"):
+        return functools.partial(_C._max_pool2d_fprop_below_autograd, ns, name == "_max_pool2d_fprop_taps")
+    guard = torch._C._AutoDispatchBelowAutograd
+
+    def below(*args):
+        with guard():
+            return op(*args)
+    return below
 
 
 _ops = {}

@@ -121,8 +121,8 @@ def conv2d_with(ops, input, weight, bias, stride, padding, dilation, groups, alg
     stride = _pair("stride", stride)
     dilation = _pair("dilation", dilation)
     padding = _conv_padding(padding, weight, stride, dilation)
-    if autotune_hook is not None and algorithm == "auto" and ops.namespace == "fastconv":
-        autotune_hook(input, weight, bias, stride, padding, dilation, groups, padding_mode)
+    if autotune_hook is not None and algorithm == "auto":
+        autotune_hook(input, weight, bias, stride, padding, dilation, groups, padding_mode, ops.namespace)
     args = (stride, padding, dilation, groups, algorithm, padding_mode)
     if input.is_complex() or weight.is_complex() or (bias is not None and bias.is_complex()):
         out = _complex_conv2d(ops, input, weight, bias, *args)

@@ -1,6 +1,7 @@
-"""algorithm="auto" on the CPU: explain() reports what the C++ heuristic (or the autotuner) picks for a call
-and why; the opt-in autotuner times the candidates once per problem key and records the winner in C++,
-where auto looks it up. The heuristic itself lives only in C++ (csrc/cpu/conv2d_cpu.cpp, choose_algorithm).
+"""algorithm="auto" on every backend (cpu, cuda, emulated): explain() reports which kernel a call runs and why,
+read from the backend's plan (csrc/conv2d_plan.h: one kernel table and one ranked auto order per backend, in
+csrc/cpu/conv2d_cpu.cpp and csrc/cuda/conv2d_host.h) that dispatch uses; the opt-in autotuner times the
+candidates once per problem key on the tensors' backend and records the winner in C++, where auto looks it up.
 
     fastconv.autotune(True)                    # or FASTCONV_AUTOTUNE=1
     fastconv.autotune(True, cache="tune.json") # or FASTCONV_AUTOTUNE_CACHE=tune.json: load now, save on each choice
@@ -32,7 +33,7 @@ try:
 except ImportError:  # pragma: no cover - Windows: no lock, the replace is still atomic
     fcntl = None
 
-CANDIDATES = ("direct", "im2col")
+CANDIDATES = ("direct", "im2col")  # timed where a request runs the algorithm's own kernel (no fallback)
 
 _lock = threading.Lock()
 _state = {"enabled": os.environ.get("FASTCONV_AUTOTUNE", "") not in ("", "0", "false", "no", "off"),
@@ -187,28 +188,47 @@ def _time(fn, reps=3):
     return best
 
 
-def maybe_autotune(input, weight, bias, stride, padding, dilation, groups, padding_mode="zeros"):
+def _backend(input, namespace):
+    return "emulated" if namespace == "fastconv_emulated" else input.device.type
+
+
+def _sync(backend):
+    if backend == "cuda":
+        torch.cuda.synchronize()
+
+
+def maybe_autotune(input, weight, bias, stride, padding, dilation, groups, padding_mode="zeros",
+                   namespace="fastconv"):
     """Called by conv2d for algorithm="auto" with normalised arguments (batched input, stride and dilation
-    pairs, padding (top, bottom, left, right)): on the first call of a problem key, times the candidates
-    and records the fastest in C++; later calls cost one lookup."""
-    if not _state["enabled"] or input.device.type != "cpu" or input.dim() != 4:
+    pairs, padding (top, bottom, left, right)): on the first call of a problem key, times the candidates on
+    the tensors' backend and records the fastest in C++; later calls cost one lookup."""
+    if not _state["enabled"] or input.dim() != 4:
         return
     machine = _machine_key(input.device)
     if machine != _state["machine"]:
         with _lock:
             _use_machine(machine)
-    args = (list(input.shape), list(weight.shape), list(stride), list(padding), list(dilation), int(groups),
+    backend = _backend(input, namespace)
+    args = (backend, list(input.shape), list(weight.shape), list(stride), list(padding), list(dilation), int(groups),
             _dtype_name(input.dtype), _is_channels_last(input))
     plan = _C.conv2d_plan(*args, "fprop", "auto", padding_mode)
     if plan["key"] in _choices:
         return
     x, w = input.detach(), weight.detach()
     b = bias.detach() if bias is not None else None
+    op = getattr(torch.ops, namespace).conv2d_fprop
     times = {}
+
+    def call(algorithm):
+        op(x, w, b, list(stride), list(padding), list(dilation), groups, algorithm, padding_mode)
+        _sync(backend)
+
     with torch.no_grad():
         for algorithm in CANDIDATES:
-            times[algorithm] = _time(lambda: torch.ops.fastconv.conv2d_fprop(
-                x, w, b, list(stride), list(padding), list(dilation), groups, algorithm, padding_mode))
+            if _C.conv2d_runs_itself(*args, "fprop", algorithm, padding_mode):
+                times[algorithm] = _time(lambda: call(algorithm))
+    if not times:
+        return
     best = min(times, key=times.get)
     with _lock:
         _choices[plan["key"]] = {"algorithm": best, "times": times}
@@ -216,20 +236,46 @@ def maybe_autotune(input, weight, bias, stride, padding, dilation, groups, paddi
         _save(_state["cache"])
 
 
-def explain(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto",
-            padding_mode="zeros", verbose=True):
-    """What fastconv.conv2d(input, weight, ...) runs on the CPU with this algorithm (default auto) and why,
-    for the forward and both backward passes, with the im2col workspace size in bytes. Returns a dict
-    (forward plan at the top level, "dgrad" and "wgrad" sub-dicts) and prints a summary when verbose."""
+class Explanation(dict):
+    """explain()'s report: the forward plan's fields at the top level ("algorithm", "kernel", "reason",
+    "workspace_bytes", "key", "autotuned", "output_size", "macs"), the backward passes' plans under "dgrad"
+    and "wgrad", and "backend". str() is the summary text."""
+
+    def __str__(self):
+        lines = [f"fastconv.conv2d [{self['backend']}] {self['input_size']} * {self['weight_size']} -> "
+                 f"{self['output_size']} ({self['macs']} MACs)"]
+        for name, p in (("forward", self), ("dgrad", self["dgrad"]), ("wgrad", self["wgrad"])):
+            lines.append(f"  {name:8s} {p['algorithm']}: {p['reason']}; workspace {p['workspace_bytes']} bytes")
+        return "\n".join(lines)
+
+
+def explain_on(backend, input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto",
+               padding_mode="zeros", verbose=False):
+    """explain() for a named backend: "cpu", "cuda" or "emulated"."""
+    from .ops import _check_algorithm, _check_padding_mode
+
+    _check_algorithm(algorithm)
+    _check_padding_mode(padding_mode)
     _, args = _plan_args(input, weight, stride, padding, dilation, groups)
-    plan = _C.conv2d_plan(*args, "fprop", algorithm, padding_mode)
-    plan["dgrad"] = _C.conv2d_plan(*args, "dgrad", algorithm, padding_mode)
-    plan["wgrad"] = _C.conv2d_plan(*args, "wgrad", algorithm, padding_mode)
+    plan = Explanation(_C.conv2d_plan(backend, *args, "fprop", algorithm, padding_mode))
+    # dgrad dispatches on grad_output's layout: the output's, channels_last when the input or the weight is.
+    dgrad_args = args[:-1] + (args[-1] or _is_channels_last(weight),)
+    plan["dgrad"] = _C.conv2d_plan(backend, *dgrad_args, "dgrad", algorithm, padding_mode)
+    plan["wgrad"] = _C.conv2d_plan(backend, *args, "wgrad", algorithm, padding_mode)
+    plan["backend"], plan["input_size"], plan["weight_size"] = backend, args[0], args[1]
     if verbose:
-        print(f"fastconv.conv2d {args[0]} * {args[1]} -> {plan['output_size']} ({plan['macs']} MACs)")
-        for name, p in (("forward", plan), ("dgrad", plan["dgrad"]), ("wgrad", plan["wgrad"])):
-            print(f"  {name:8s} {p['algorithm']}: {p['reason']}; workspace {p['workspace_bytes']} bytes")
+        print(plan)
     return plan
+
+
+def explain(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, algorithm="auto",
+            padding_mode="zeros", verbose=False):
+    """What fastconv.conv2d(input, weight, ...) runs on the tensors' backend (CPU or CUDA) with this algorithm
+    (default auto) and why, for the forward and both backward passes, with each kernel's workspace in bytes.
+    Returns an Explanation: a dict (forward plan at the top level, "dgrad" and "wgrad" sub-dicts) whose str()
+    is the summary; verbose=True also prints it."""
+    return explain_on(input.device.type, input, weight, bias, stride, padding, dilation, groups,
+                      algorithm=algorithm, padding_mode=padding_mode, verbose=verbose)
 
 
 if _state["enabled"]:  # FASTCONV_AUTOTUNE=1: on from the start

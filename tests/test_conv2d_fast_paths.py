@@ -37,8 +37,11 @@ TILE_EDGE_CASES = {
 def test_dgrad_runs_the_blocked_forward_where_it_applies(padding, expect_blocked):
     x, w = torch.randn(1, 16, 9, 9), torch.randn(16, 16, 3, 3)
     plan = fastconv.explain(x, w, padding=padding, algorithm="direct", verbose=False)["dgrad"]
-    assert plan["algorithm"] == ("direct" if expect_blocked else
-                                 "direct (simple loops: the blocked kernel does not apply)")
+    if expect_blocked:
+        assert plan["algorithm"] == "direct" and plan["kernel"] == "direct_blocked"
+    else:  # the named fallback, with the blocked kernel's reason
+        assert plan["algorithm"].startswith("direct (simple loops: the blocked dgrad needs") and \
+            plan["kernel"] == "direct_simple"
     assert (plan["workspace_bytes"] > 0) == expect_blocked
 
 
@@ -141,7 +144,8 @@ def test_direct_simple_is_still_available():
 def test_explain_reports_algorithm_reason_and_workspace(capsys):
     x, w = torch.randn(2, 8, 10, 10), torch.randn(16, 8, 3, 3)
     plan = fastconv.explain(x, w, padding=1)
-    out = capsys.readouterr().out
+    assert capsys.readouterr().out == "", "a library call does not print"
+    out = str(plan)
     assert plan["algorithm"] in ("direct", "im2col") and plan["reason"]
     assert plan["algorithm"] in out and "workspace" in out
     assert plan["output_size"] == [2, 16, 10, 10]

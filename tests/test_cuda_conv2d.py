@@ -18,7 +18,7 @@ from fastconv.ops import _conv_padding, _pair
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same'")
 
 DEVICES = ["emulated", pytest.param("cuda", marks=pytest.mark.needs_cuda)]
-ALGORITHMS = ["direct", "im2col", "im2col_blas"]
+ALGORITHMS = ["direct", "im2col", "im2col_blas", "direct_simple"]
 
 # name: (N, C, H, W), (K, R, S), stride, padding, dilation, groups
 CASES = {

@@ -125,7 +125,7 @@ def test_cpu_float32_matches_reference(mode, algorithm):
             _check(_native(algorithm), x, w, b, stride, padding, dilation, groups, mode, dtype=torch.float32)
 
 
-@pytest.mark.parametrize("algorithm", ["direct", "im2col"])
+@pytest.mark.parametrize("algorithm", ["direct", "im2col", "direct_simple"])
 @pytest.mark.parametrize("mode", MODES)
 def test_emulated_cuda_kernels_match_reference(mode, algorithm):
     for case in CASES[:5]:

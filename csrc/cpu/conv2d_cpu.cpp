@@ -4,164 +4,165 @@
 #include <torch/library.h>
 
 #include "conv2d_cpu.h"
-
-#include <mutex>
-#include <sstream>
-#include <unordered_map>
+#include "../conv2d_plan.h"
 
 namespace fastconv::cpu {
 
 namespace {
 
-const char* algorithm_name(Conv2dAlgorithm a) {
-  switch (a) {
-    case Conv2dAlgorithm::Auto: return "auto";
-    case Conv2dAlgorithm::Direct: return "direct";
-    case Conv2dAlgorithm::Im2col: return "im2col";
-    case Conv2dAlgorithm::Im2colBlas: return "im2col_blas";
-    case Conv2dAlgorithm::DirectSimple: return "direct_simple";
+struct CpuContext {};
+using CpuKernel = Conv2dKernel<CpuContext>;
+
+int64_t elem_size(const Conv2dCall& c) { return static_cast<int64_t>(c10::elementSize(c.dtype)); }
+int64_t no_workspace(const Conv2dCall&) { return 0; }
+const char* always(const Conv2dCall&) { return nullptr; }
+
+// ---------------------------------------------------------------------------------------------- kernels
+const char* depthwise_unsupported(const Conv2dCall& c) {
+  return depthwise_supported(c.p, c.dtype) ? nullptr
+                                           : "the depthwise kernel needs groups == C == K, float32/float64 and "
+                                             "zero padding";
+}
+int64_t depthwise_workspace(const Conv2dCall& c) {
+  return depthwise_workspace_bytes(c.p, c.op, c.channels_last, elem_size(c));
+}
+void run_depthwise(const CpuContext&, const Conv2dCall& c, const Conv2dOperands& o) {
+  switch (c.op) {
+    case Conv2dOperator::Fprop: conv2d_fprop_depthwise(c.p, o.a, o.b, o.bias, o.out); break;
+    case Conv2dOperator::Dgrad: conv2d_dgrad_depthwise(c.p, o.a, o.b, o.out); break;
+    case Conv2dOperator::Wgrad: conv2d_wgrad_depthwise(c.p, o.a, o.b, o.out); break;
   }
-  return "?";
 }
 
-// Whether algorithm "direct" runs a blocked kernel for this pass (else the simple loops).
-bool blocked_applies(const Conv2dProblem& p, Conv2dPass pass, at::ScalarType dtype) {
-  if (pass == Conv2dPass::Fprop) return direct_blocked_supported(p, dtype);
-  return pass == Conv2dPass::Dgrad && direct_blocked_dgrad_supported(p, dtype);
+const char* blocked_unsupported(const Conv2dCall& c) {
+  switch (c.op) {
+    case Conv2dOperator::Fprop:
+      return direct_blocked_supported(c.p, c.dtype) ? nullptr : "the blocked kernel needs float32 and groups == 1";
+    case Conv2dOperator::Dgrad:
+      return direct_blocked_dgrad_supported(c.p, c.dtype)
+                 ? nullptr
+                 : "the blocked dgrad needs float32, stride 1, groups == 1 and zero padding within the window's reach";
+    default: return "there is no blocked wgrad kernel";
+  }
+}
+int64_t blocked_workspace(const Conv2dCall& c) {
+  return c.op == Conv2dOperator::Fprop ? direct_blocked_workspace_bytes(c.p) : direct_blocked_dgrad_workspace_bytes(c.p);
+}
+void run_blocked(const CpuContext&, const Conv2dCall& c, const Conv2dOperands& o) {
+  if (c.op == Conv2dOperator::Fprop) {
+    conv2d_fprop_direct_blocked(c.p, o.a, o.b, o.bias, o.out);
+  } else {
+    conv2d_dgrad_direct_blocked(c.p, o.a, o.b, o.out);
+  }
 }
 
-struct Choice {
-  Conv2dAlgorithm algorithm;
-  std::string reason;
+void run_simple(const CpuContext&, const Conv2dCall& c, const Conv2dOperands& o) {
+  switch (c.op) {
+    case Conv2dOperator::Fprop: conv2d_fprop_direct(c.p, o.a, o.b, o.bias, o.out); break;
+    case Conv2dOperator::Dgrad: conv2d_dgrad_direct(c.p, o.a, o.b, o.out); break;
+    case Conv2dOperator::Wgrad: conv2d_wgrad_direct(c.p, o.a, o.b, o.out); break;
+  }
+}
+
+// The 1x1 GEMM and the column im2col split the problems between them (the same is_pointwise the im2col
+// entry points branch on), so explain can tell them apart.
+const char* pointwise_unsupported(const Conv2dCall& c) {
+  return c.p.is_pointwise() ? nullptr : "the input is a GEMM operand only for 1x1, stride 1, unpadded problems";
+}
+const char* columns_unsupported(const Conv2dCall& c) {
+  return c.p.is_pointwise() ? "1x1 stride 1 unpadded problems take the 1x1 GEMM entry" : nullptr;
+}
+int64_t im2col_workspace(const Conv2dCall& c) {
+  return im2col_workspace_bytes(c.p, c.op, c.channels_last, elem_size(c));
+}
+template <bool UseBlas>
+void run_im2col(const CpuContext&, const Conv2dCall& c, const Conv2dOperands& o) {
+  switch (c.op) {
+    case Conv2dOperator::Fprop: conv2d_fprop_im2col(c.p, o.a, o.b, o.bias, o.out, UseBlas); break;
+    case Conv2dOperator::Dgrad: conv2d_dgrad_im2col(c.p, o.a, o.b, o.out, UseBlas); break;
+    case Conv2dOperator::Wgrad: conv2d_wgrad_im2col(c.p, o.a, o.b, o.out, UseBlas); break;
+  }
+}
+
+// The CPU's kernels; an algorithm's kernels in the order an explicit request tries them.
+const CpuKernel kKernels[] = {
+    {"depthwise", Conv2dAlgorithm::Direct, "direct (depthwise kernel)", depthwise_unsupported, depthwise_workspace,
+     run_depthwise},
+    {"direct_blocked", Conv2dAlgorithm::Direct, "direct", blocked_unsupported, blocked_workspace, run_blocked},
+    {"direct_simple", Conv2dAlgorithm::DirectSimple, "direct_simple", always, no_workspace, run_simple},
+    {"im2col_1x1", Conv2dAlgorithm::Im2col, "im2col (1x1 GEMM, no column buffer)", pointwise_unsupported,
+     im2col_workspace, run_im2col<false>},
+    {"im2col", Conv2dAlgorithm::Im2col, "im2col", columns_unsupported, im2col_workspace, run_im2col<false>},
+    {"im2col_blas_1x1", Conv2dAlgorithm::Im2colBlas, "im2col_blas (1x1 GEMM, no column buffer)",
+     pointwise_unsupported, im2col_workspace, run_im2col<true>},
+    {"im2col_blas", Conv2dAlgorithm::Im2colBlas, "im2col_blas", columns_unsupported, im2col_workspace,
+     run_im2col<true>},
 };
+
+// ------------------------------------------------------------------------------------------------- auto
+// THE heuristic of auto on the CPU (the GPU's ranked order, for comparison, is kAutoOrder in
+// cuda/conv2d_host.h). Where the two differ: tiny groups, which the CPU's im2col runs as (image, group)
+// pairs in parallel, each a small serial GEMM, while the GPU has no such GEMM and takes its direct kernels.
 
 // The blocked dgrad beats im2col + GEMM + col2im on every standard 3x3 layer here (1.4-2.6x, 7x7 maps
 // included); below 7x7 the padded copy and tile edges are most of the work.
 constexpr int64_t kDgradDirectMinPixels = 7 * 7;
 
-// THE heuristic of auto (the only copy; fastconv.explain() reports it through _C.conv2d_plan).
-Choice choose_algorithm(const Conv2dProblem& p, Conv2dPass pass, at::ScalarType dtype, bool channels_last) {
-  if (depthwise_supported(p, dtype))
-    return {Conv2dAlgorithm::Direct,
-            channels_last ? "depthwise (groups == C == K), float32/float64: depthwise direct kernel, channels_last "
-                            "(8 channels per vector, in-bounds tap lists, no im2col)"
-                          : "depthwise (groups == C == K), float32/float64: depthwise direct kernel, NCHW (one plane "
-                            "at a time through a zero-padded buffer, output columns per vector, no im2col)"};
-  (void)channels_last;
-  if (p.K_per_group() < 4 || p.gemm_k() < 4)
-    return {Conv2dAlgorithm::Im2col,
-            "tiny groups (depthwise-like: K/groups < 4 or C/groups*R*S < 4): im2col with (image, group) pairs in "
-            "parallel, each a small serial GEMM"};
-  if (p.is_pointwise())
-    return {Conv2dAlgorithm::Im2col, "1x1 stride 1 without padding: the input itself is the GEMM operand (no im2col)"};
-  if (pass == Conv2dPass::Fprop && direct_blocked_supported(p, dtype) && direct_blocked_uses_avx2() &&
-      p.K >= 16 && p.R * p.S > 1 && p.P * p.Q >= 64)
-    return {Conv2dAlgorithm::Direct,
-            "float32, groups 1, K >= 16, a spatial window and a map of >= 64 pixels: blocked direct kernel "
-            "(6 pixels x 16 channels AVX2 tile over a padded NHWC copy, no column buffer)"};
-  if (pass == Conv2dPass::Dgrad && direct_blocked_dgrad_supported(p, dtype) && direct_blocked_uses_avx2() &&
-      p.C >= 16 && p.R * p.S > 1 && p.H * p.W >= kDgradDirectMinPixels)
-    return {Conv2dAlgorithm::Direct,
-            "float32, stride 1, groups 1, C >= 16, a spatial window and a map of >= 49 pixels: dgrad as a forward "
-            "convolution of grad_output with the flipped filter, through the blocked direct kernel"};
-  return {Conv2dAlgorithm::Im2col, pass == Conv2dPass::Fprop
-                                       ? "row (channels_last) im2col + one packed GEMM over the batch (1x1 strided, "
-                                         "small maps < 64 pixels, groups, float64, K < 16 or no AVX2)"
-                                       : "backward passes: im2col + packed GEMM (deterministic, fixed reduction order)"};
+bool is_channels_last_call(const Conv2dCall& c) { return c.channels_last; }
+bool tiny_groups(const Conv2dCall& c) { return c.p.K_per_group() < 4 || c.p.gemm_k() < 4; }
+bool blocked_fprop_pays(const Conv2dCall& c) {
+  return c.op == Conv2dOperator::Fprop && direct_blocked_uses_avx2() && c.p.K >= 16 && c.p.R * c.p.S > 1 &&
+         c.p.P * c.p.Q >= 64;
+}
+bool blocked_dgrad_pays(const Conv2dCall& c) {
+  return c.op == Conv2dOperator::Dgrad && direct_blocked_uses_avx2() && c.p.C >= 16 && c.p.R * c.p.S > 1 &&
+         c.p.H * c.p.W >= kDgradDirectMinPixels;
+}
+bool is_fprop(const Conv2dCall& c) { return c.op == Conv2dOperator::Fprop; }
+
+constexpr const char* kTinyGroups =
+    "tiny groups (depthwise-like: K/groups < 4 or C/groups*R*S < 4): im2col with (image, group) pairs in parallel, "
+    "each a small serial GEMM";
+
+const Conv2dAutoRule kAutoOrder[] = {
+    {"depthwise", is_channels_last_call,
+     "depthwise (groups == C == K), float32/float64: depthwise direct kernel, channels_last (8 channels per vector, "
+     "in-bounds tap lists, no im2col)"},
+    {"depthwise", nullptr,
+     "depthwise (groups == C == K), float32/float64: depthwise direct kernel, NCHW (one plane at a time through a "
+     "zero-padded buffer, output columns per vector, no im2col)"},
+    {"im2col_1x1", tiny_groups, kTinyGroups},
+    {"im2col", tiny_groups, kTinyGroups},
+    {"im2col_1x1", nullptr, "1x1 stride 1 without padding: the input itself is the GEMM operand (no im2col)"},
+    {"direct_blocked", blocked_fprop_pays,
+     "float32, groups 1, K >= 16, a spatial window and a map of >= 64 pixels: blocked direct kernel (6 pixels x 16 "
+     "channels AVX2 tile over a padded NHWC copy, no column buffer)"},
+    {"direct_blocked", blocked_dgrad_pays,
+     "float32, stride 1, groups 1, C >= 16, a spatial window and a map of >= 49 pixels: dgrad as a forward "
+     "convolution of grad_output with the flipped filter, through the blocked direct kernel"},
+    {"im2col", is_fprop,
+     "row (channels_last) im2col + one packed GEMM over the batch (1x1 strided, small maps < 64 pixels, groups, "
+     "float64, K < 16 or no AVX2)"},
+    {"im2col", nullptr, "backward passes: im2col + packed GEMM (deterministic, fixed reduction order)"},
+};
+
+Conv2dPlanner<CpuContext>& planner() {
+  static Conv2dPlanner<CpuContext> instance("cpu", kKernels, kAutoOrder);
+  return instance;
 }
 
-std::mutex g_tuned_mutex;
-std::unordered_map<std::string, std::string>& tuned_choices() {
-  static std::unordered_map<std::string, std::string> choices;
-  return choices;
-}
-
-std::string problem_key(const Conv2dProblem& p, Conv2dPass pass, at::ScalarType dtype, bool channels_last) {
-  std::ostringstream o;
-  o << (pass == Conv2dPass::Fprop ? "fprop" : pass == Conv2dPass::Dgrad ? "dgrad" : "wgrad") << "|N" << p.N << "C"
-    << p.C << "H" << p.H << "W" << p.W << "|K" << p.K << "R" << p.R << "S" << p.S << "|P" << p.P << "Q" << p.Q
-    << "|pad" << p.pad_h << "," << p.pad_w << "|stride" << p.stride_h << "," << p.stride_w << "|dil"
-    << p.dilation_h << "," << p.dilation_w << "|g" << p.groups << "|padmode" << static_cast<int>(p.padding_mode)
-    << "|" << c10::toString(dtype) << "|"
-    << (channels_last ? "channels_last" : "nchw") << "|threads" << at::get_num_threads();
-  return o.str();
-}
-
-int64_t workspace_for(const Conv2dProblem& p, Conv2dPass pass, Conv2dAlgorithm a, at::ScalarType dtype,
-                      bool channels_last) {
-  const int64_t elem = c10::elementSize(dtype == at::kHalf || dtype == at::kBFloat16 ? at::kFloat : dtype);
-  if (a == Conv2dAlgorithm::Im2col || a == Conv2dAlgorithm::Im2colBlas)
-    return im2col_workspace_bytes(p, pass, channels_last, elem);
-  if (a == Conv2dAlgorithm::Direct && depthwise_supported(p, dtype))
-    return depthwise_workspace_bytes(p, pass, channels_last, elem);
-  if (a == Conv2dAlgorithm::Direct && blocked_applies(p, pass, dtype))
-    return pass == Conv2dPass::Fprop ? direct_blocked_workspace_bytes(p) : direct_blocked_dgrad_workspace_bytes(p);
-  return 0;
-}
+const bool registered = register_conv2d_planner(
+    "cpu", {[](const Conv2dCall& c, Conv2dAlgorithm a) { return planner().report(c, a); },
+            [](const Conv2dCall& c, Conv2dAlgorithm a) { return planner().runs_itself(c, a); },
+            []() -> TunedChoices& { return planner().tuned(); }, [] { return planner().run_counts(); },
+            [] { planner().reset_run_counts(); }});
 
 }  // namespace
-
-Conv2dPlan plan_conv2d(const Conv2dProblem& p, Conv2dPass pass, at::ScalarType dtype, bool channels_last,
-                       c10::string_view requested) {
-  Conv2dPlan plan;
-  plan.key = problem_key(p, pass, dtype, channels_last);
-  plan.autotuned = false;
-  const Conv2dAlgorithm asked = parse_conv2d_algorithm(requested);
-  if (asked != Conv2dAlgorithm::Auto) {
-    plan.algorithm = asked;
-    plan.reason = "requested explicitly";
-  } else {
-    std::string tuned;
-    {
-      std::lock_guard<std::mutex> lock(g_tuned_mutex);
-      auto it = tuned_choices().find(plan.key);
-      if (it != tuned_choices().end()) tuned = it->second;
-    }
-    if (!tuned.empty()) {
-      plan.algorithm = parse_conv2d_algorithm(tuned);
-      plan.reason = "autotuner: fastest measured for this problem key";
-      plan.autotuned = true;
-    } else {
-      Choice c = choose_algorithm(p, pass, dtype, channels_last);
-      plan.algorithm = c.algorithm;
-      plan.reason = "heuristic: " + c.reason;
-    }
-  }
-  plan.name = algorithm_name(plan.algorithm);
-  if ((plan.algorithm == Conv2dAlgorithm::Im2col || plan.algorithm == Conv2dAlgorithm::Im2colBlas) &&
-      p.is_pointwise())
-    plan.name += " (1x1 GEMM, no column buffer)";
-  if (plan.algorithm == Conv2dAlgorithm::Direct && depthwise_supported(p, dtype))
-    plan.name += " (depthwise kernel)";
-  else if (plan.algorithm == Conv2dAlgorithm::Direct && !blocked_applies(p, pass, dtype))
-    plan.name += " (simple loops: the blocked kernel does not apply)";
-  plan.workspace_bytes = workspace_for(p, pass, plan.algorithm, dtype, channels_last);
-  return plan;
-}
-
-void set_autotuned_choice(const std::string& key, const std::string& algorithm) {
-  const Conv2dAlgorithm a = parse_conv2d_algorithm(algorithm);
-  TORCH_CHECK_VALUE(a != Conv2dAlgorithm::Auto, "an autotuned choice must name an algorithm, not 'auto'");
-  std::lock_guard<std::mutex> lock(g_tuned_mutex);
-  tuned_choices()[key] = algorithm;
-}
-
-void clear_autotuned_choices() {
-  std::lock_guard<std::mutex> lock(g_tuned_mutex);
-  tuned_choices().clear();
-}
 
 namespace {
 
 bool is_channels_last(const at::Tensor& t) {
   return t.dim() == 4 && t.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
-}
-
-Conv2dAlgorithm choose(const Conv2dProblem& p, Conv2dPass pass, const at::Tensor& layout_of,
-                       c10::string_view requested) {
-  const Conv2dAlgorithm asked = parse_conv2d_algorithm(requested);
-  if (asked != Conv2dAlgorithm::Auto) return asked;
-  return plan_conv2d(p, pass, layout_of.scalar_type(), is_channels_last(layout_of), requested).algorithm;
 }
 
 // float16 / bfloat16 (autocast) run in float32 and are rounded once at the end: PyTorch's CPU
@@ -193,19 +194,11 @@ at::Tensor conv2d_fprop(const at::Tensor& input, const at::Tensor& weight, const
     check_conv2d_bias(p, input, bias_tensor);
     bias_tensor = bias_tensor.contiguous();  // the kernels index it densely (a strided bias, e.g. a complex's .real)
   }
-  const Conv2dAlgorithm chosen = choose(p, Conv2dPass::Fprop, input, algorithm);
   at::Tensor output =
       new_output({p.N, p.K, p.P, p.Q}, input.options(), conv2d_output_memory_format(input, weight));
   if (output.numel() == 0) return output;
-  if (chosen == Conv2dAlgorithm::Direct && depthwise_supported(p, input.scalar_type())) {
-    conv2d_fprop_depthwise(p, input, weight, bias_tensor, output);
-  } else if (chosen == Conv2dAlgorithm::Direct && direct_blocked_supported(p, input.scalar_type())) {
-    conv2d_fprop_direct_blocked(p, input, weight, bias_tensor, output);
-  } else if (chosen == Conv2dAlgorithm::Direct || chosen == Conv2dAlgorithm::DirectSimple) {
-    conv2d_fprop_direct(p, input, weight, bias_tensor, output);
-  } else {
-    conv2d_fprop_im2col(p, input, weight, bias_tensor, output, chosen == Conv2dAlgorithm::Im2colBlas);
-  }
+  const Conv2dCall call{p, Conv2dOperator::Fprop, input.scalar_type(), is_channels_last(input)};
+  planner().run(CpuContext{}, call, {input, weight, bias_tensor, output}, parse_conv2d_algorithm(algorithm));
   return output;
 }
 
@@ -221,20 +214,12 @@ at::Tensor conv2d_dgrad(const at::Tensor& grad_output, const at::Tensor& weight,
   const Conv2dProblem p = make_conv2d_problem(C10_AS_INTARRAYREF_SLOW(input_size), weight.sizes(), stride,
                                               padding, dilation, groups, padding_mode);
   check_conv2d_grad_output(p, grad_output);
-  const Conv2dAlgorithm chosen = choose(p, Conv2dPass::Dgrad, grad_output, algorithm);
   at::Tensor grad_input = new_output({p.N, p.C, p.H, p.W}, grad_output.options(),
                                      conv2d_output_memory_format(grad_output, weight));
   if (grad_input.numel() == 0) return grad_input;
   const at::Tensor dy = gemm_friendly(grad_output);
-  if (chosen == Conv2dAlgorithm::Direct && depthwise_supported(p, dy.scalar_type())) {
-    conv2d_dgrad_depthwise(p, dy, weight, grad_input);
-  } else if (chosen == Conv2dAlgorithm::Direct && direct_blocked_dgrad_supported(p, dy.scalar_type())) {
-    conv2d_dgrad_direct_blocked(p, dy, weight, grad_input);
-  } else if (chosen == Conv2dAlgorithm::Direct || chosen == Conv2dAlgorithm::DirectSimple) {
-    conv2d_dgrad_direct(p, dy, weight, grad_input);
-  } else {
-    conv2d_dgrad_im2col(p, dy, weight, grad_input, chosen == Conv2dAlgorithm::Im2colBlas);
-  }
+  const Conv2dCall call{p, Conv2dOperator::Dgrad, dy.scalar_type(), is_channels_last(grad_output)};
+  planner().run(CpuContext{}, call, {dy, weight, at::Tensor(), grad_input}, parse_conv2d_algorithm(algorithm));
   return grad_input;
 }
 
@@ -250,17 +235,11 @@ at::Tensor conv2d_wgrad(const at::Tensor& grad_output, const at::Tensor& input, 
   const Conv2dProblem p = make_conv2d_problem(input.sizes(), C10_AS_INTARRAYREF_SLOW(weight_size), stride,
                                               padding, dilation, groups, padding_mode);
   check_conv2d_grad_output(p, grad_output);
-  const Conv2dAlgorithm chosen = choose(p, Conv2dPass::Wgrad, input, algorithm);
   at::Tensor grad_weight = new_output({p.K, p.C_per_group(), p.R, p.S}, grad_output.options());
   if (grad_weight.numel() == 0) return grad_weight;
   const at::Tensor dy = gemm_friendly(grad_output);
-  if (chosen == Conv2dAlgorithm::Direct && depthwise_supported(p, dy.scalar_type())) {
-    conv2d_wgrad_depthwise(p, dy, input, grad_weight);
-  } else if (chosen == Conv2dAlgorithm::Direct || chosen == Conv2dAlgorithm::DirectSimple) {
-    conv2d_wgrad_direct(p, dy, input, grad_weight);
-  } else {
-    conv2d_wgrad_im2col(p, dy, input, grad_weight, chosen == Conv2dAlgorithm::Im2colBlas);
-  }
+  const Conv2dCall call{p, Conv2dOperator::Wgrad, dy.scalar_type(), is_channels_last(input)};
+  planner().run(CpuContext{}, call, {dy, input, at::Tensor(), grad_weight}, parse_conv2d_algorithm(algorithm));
   const at::MemoryFormat format = conv2d_output_memory_format(input, grad_output);
   return format == at::MemoryFormat::Contiguous ? grad_weight : grad_weight.contiguous(format);
 }

@@ -4,16 +4,10 @@
 
 #include <ATen/core/Tensor.h>
 
-#include <string>
-
 #include "../ops_common.h"
 
 namespace fastconv::cpu {
 
-// Element strides of a 4-D tensor, named after the dimension they step.
-struct Strides4 {
-  int64_t n, c, h, w;
-};
 inline Strides4 strides_of(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)}; }
 
 void conv2d_fprop_direct(const Conv2dProblem& p, const at::Tensor& input, const at::Tensor& weight,
@@ -44,35 +38,19 @@ void conv2d_dgrad_direct_blocked(const Conv2dProblem& p, const at::Tensor& grad_
                                  at::Tensor& grad_input);
 
 // Bytes of column buffer the im2col path allocates for this pass (0 for the 1x1 GEMM).
-enum class Conv2dPass { Fprop, Dgrad, Wgrad };
-int64_t im2col_workspace_bytes(const Conv2dProblem& p, Conv2dPass pass, bool channels_last, int64_t elem_size);
+int64_t im2col_workspace_bytes(const Conv2dProblem& p, Conv2dOperator pass, bool channels_last, int64_t elem_size);
 
 // Depthwise convolution (conv2d_depthwise.cpp): groups == C == K, float32 / float64, every pass. The one
 // predicate of when it runs under algorithm "direct" (and what auto picks for depthwise problems).
 bool depthwise_supported(const Conv2dProblem& p, at::ScalarType dtype);
 bool depthwise_uses_avx2();
 void set_depthwise_force_portable(bool force);  // tests: run the portable float32 path on an AVX2 CPU
-int64_t depthwise_workspace_bytes(const Conv2dProblem& p, Conv2dPass pass, bool channels_last, int64_t elem_size);
+int64_t depthwise_workspace_bytes(const Conv2dProblem& p, Conv2dOperator pass, bool channels_last, int64_t elem_size);
 void conv2d_fprop_depthwise(const Conv2dProblem& p, const at::Tensor& input, const at::Tensor& weight,
                             const at::Tensor& bias, at::Tensor& output);
 void conv2d_dgrad_depthwise(const Conv2dProblem& p, const at::Tensor& grad_output, const at::Tensor& weight,
                             at::Tensor& grad_input);
 void conv2d_wgrad_depthwise(const Conv2dProblem& p, const at::Tensor& grad_output, const at::Tensor& input,
                             at::Tensor& grad_weight);
-
-// What auto runs for one call, and why: the one heuristic (choose_algorithm in conv2d_cpu.cpp) or a
-// choice the autotuner recorded for this problem key.
-struct Conv2dPlan {
-  Conv2dAlgorithm algorithm;
-  std::string name;    // "direct", "direct_simple", "im2col", "im2col_1x1_gemm"
-  std::string reason;
-  std::string key;     // the autotuner's key for this problem
-  int64_t workspace_bytes;
-  bool autotuned;
-};
-Conv2dPlan plan_conv2d(const Conv2dProblem& p, Conv2dPass pass, at::ScalarType dtype, bool channels_last,
-                       c10::string_view requested);
-void set_autotuned_choice(const std::string& key, const std::string& algorithm);
-void clear_autotuned_choices();
 
 }  // namespace fastconv::cpu

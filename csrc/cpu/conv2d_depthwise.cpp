@@ -487,13 +487,13 @@ bool depthwise_uses_avx2() {
 
 void set_depthwise_force_portable(bool force) { g_force_portable.store(force); }
 
-int64_t depthwise_workspace_bytes(const Conv2dProblem& p, Conv2dPass pass, bool channels_last, int64_t elem_size) {
+int64_t depthwise_workspace_bytes(const Conv2dProblem& p, Conv2dOperator pass, bool channels_last, int64_t elem_size) {
   // NCHW: one padded plane buffer per thread (plus the lane accumulators of wgrad); no full-tensor copies.
   if (!channels_last) {
-    const PlaneGeometry g = plane_geometry(p, pass == Conv2dPass::Dgrad);
+    const PlaneGeometry g = plane_geometry(p, pass == Conv2dOperator::Dgrad);
     return elem_size * at::get_num_threads() * (g.size() + p.R * p.S * 8) + elem_size * p.C * p.R * p.S;
   }
-  if (pass == Conv2dPass::Wgrad) {
+  if (pass == Conv2dOperator::Wgrad) {
     const int64_t group = elem_size == 4 ? 32 : 16, groups = (p.C + group - 1) / group;
     return elem_size * wgrad_batch_chunks(p, groups) * groups * group * p.R * p.S;
   }

@@ -1,6 +1,8 @@
-// im2col + GEMM on the CPU, per (image, group):
-//   fprop  y[Kg, PQ]    = W[Kg, CgRS] · col[CgRS, PQ]
-//   dgrad  dcol[CgRS, PQ] = Wᵀ · dy[Kg, PQ], then col2im as a gather (deterministic)
+// im2col + GEMM on the CPU, per (image, group), with the sizes of the implicit-GEMM mapping (implicit_gemm,
+// conv2d_problem.h; fprop's M = N·P·Q, N = Kg, K = CgRS; wgrad's M = Kg, N = CgRS, K = N·P·Q):
+//   fprop  y[Kg, PQ]    = W[Kg, CgRS] · col[CgRS, PQ]            (fprop's GEMM transposed, per image)
+//   dgrad  dcol[CgRS, PQ] = Wᵀ · dy[Kg, PQ], then col2im as a gather (deterministic): through columns the
+//          reduction is over Kg (fprop's N) and col2im sums the R·S taps, not dgrad's implicit K = Kg·R·S
 //   wgrad  dW[Kg, CgRS] += dy[Kg, PQ] · colᵀ, images summed in order (deterministic)
 // The GEMM sees the output through its strides, so NCHW and channels_last outputs need no transpose.
 #include <ATen/ATen.h>
@@ -42,7 +44,8 @@ void fprop_outer(const Conv2dProblem& p, const at::Tensor& input, const at::Tens
   const T* w = weight.const_data_ptr<T>();  // contiguous [K, Cg*R*S]
   const T* b = bias.defined() ? bias.const_data_ptr<T>() : nullptr;
   T* y = output.mutable_data_ptr<T>();
-  const int64_t Cg = p.C_per_group(), Kg = p.K_per_group(), CRS = p.gemm_k(), PQ = p.P * p.Q;
+  const GemmShape gemm = implicit_gemm(p, Conv2dOperator::Fprop);  // per group; see the top
+  const int64_t Cg = p.C_per_group(), Kg = gemm.N, CRS = gemm.K, PQ = p.P * p.Q;
   at::parallel_for(0, p.N * p.groups, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> col(CRS * PQ);
     for (int64_t ng = begin; ng < end; ++ng) {
@@ -65,7 +68,8 @@ void dgrad_outer(const Conv2dProblem& p, const at::Tensor& grad_output, const at
   const T* dy = grad_output.const_data_ptr<T>();
   const T* w = weight.const_data_ptr<T>();
   T* dx = grad_input.mutable_data_ptr<T>();
-  const int64_t Cg = p.C_per_group(), Kg = p.K_per_group(), CRS = p.gemm_k(), PQ = p.P * p.Q;
+  const GemmShape gemm = implicit_gemm(p, Conv2dOperator::Fprop);  // per group; see the top
+  const int64_t Cg = p.C_per_group(), Kg = gemm.N, CRS = gemm.K, PQ = p.P * p.Q;
   at::parallel_for(0, p.N * p.groups, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> col(CRS * PQ);
     for (int64_t ng = begin; ng < end; ++ng) {
@@ -85,7 +89,8 @@ void wgrad_outer(const Conv2dProblem& p, const at::Tensor& grad_output, const at
   const T* dy = grad_output.const_data_ptr<T>();
   const T* x = input.const_data_ptr<T>();
   T* dw = grad_weight.mutable_data_ptr<T>();  // contiguous [K, Cg*R*S]
-  const int64_t Cg = p.C_per_group(), Kg = p.K_per_group(), CRS = p.gemm_k(), PQ = p.P * p.Q;
+  const GemmShape gemm = implicit_gemm(p, Conv2dOperator::Wgrad);  // dW[Kg, CgRS], per group
+  const int64_t Cg = p.C_per_group(), Kg = gemm.M, CRS = gemm.N, PQ = p.P * p.Q;
   // Groups in parallel; within a group the images add up in order, so the sum has one fixed order.
   at::parallel_for(0, p.groups, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> col(CRS * PQ);
@@ -112,9 +117,13 @@ void wgrad_outer(const Conv2dProblem& p, const at::Tensor& grad_output, const at
 constexpr int64_t kColBudgetBytes = int64_t(8) << 20;
 
 // Rows (output pixels) per chunk of a row-major column matrix of `row_len` elements per row.
+// The one formula: the kernels allocate by it and im2col_workspace_bytes reports it.
+int64_t rows_per_chunk(int64_t row_len, int64_t elem_size) {
+  return std::max<int64_t>(64, kColBudgetBytes / (elem_size * std::max<int64_t>(row_len, 1)));
+}
 template <typename T>
 int64_t rows_per_chunk(int64_t row_len) {
-  return std::max<int64_t>(64, kColBudgetBytes / (int64_t(sizeof(T)) * std::max<int64_t>(row_len, 1)));
+  return rows_per_chunk(row_len, int64_t(sizeof(T)));
 }
 
 // Calls f(m0, m1) over the global pixel rows [0, N*PQ) in chunks; a chunk crosses images only when
@@ -164,7 +173,8 @@ void fprop(const Conv2dProblem& p, const at::Tensor& input, const at::Tensor& we
   const T* x = input.const_data_ptr<T>();
   const T* b = bias.defined() ? bias.const_data_ptr<T>() : nullptr;
   T* y = output.mutable_data_ptr<T>();
-  const int64_t Cg = p.C_per_group(), Kg = p.K_per_group(), CRS = p.gemm_k(), PQ = p.P * p.Q;
+  const GemmShape gemm = implicit_gemm(p, Conv2dOperator::Fprop);  // per group; see the top
+  const int64_t Cg = p.C_per_group(), Kg = gemm.N, CRS = gemm.K, PQ = p.P * p.Q;
   if (b) fill_bias(p, b, y, ys);
   const bool acc = b != nullptr;
   const bool x_pixels_collapse = xs.h == p.W * xs.w;
@@ -221,7 +231,8 @@ void dgrad(const Conv2dProblem& p, const at::Tensor& grad_output, const at::Tens
   const Strides4 dys = strides_of(grad_output), dxs = strides_of(grad_input);
   const T* dy = grad_output.const_data_ptr<T>();
   T* dx = grad_input.mutable_data_ptr<T>();
-  const int64_t Cg = p.C_per_group(), Kg = p.K_per_group(), CRS = p.gemm_k(), PQ = p.P * p.Q;
+  const GemmShape gemm = implicit_gemm(p, Conv2dOperator::Fprop);  // per group; see the top
+  const int64_t Cg = p.C_per_group(), Kg = gemm.N, CRS = gemm.K, PQ = p.P * p.Q;
   const bool dx_pixels_collapse = dxs.h == p.W * dxs.w;
   if (p.is_pointwise() && dx_pixels_collapse) {
     const T* w = weight.const_data_ptr<T>();  // [K, Cg]
@@ -278,7 +289,8 @@ void wgrad(const Conv2dProblem& p, const at::Tensor& grad_output, const at::Tens
   const T* dy = grad_output.const_data_ptr<T>();
   const T* x = input.const_data_ptr<T>();
   T* dw = grad_weight.mutable_data_ptr<T>();  // contiguous [K, Cg*R*S]
-  const int64_t Cg = p.C_per_group(), Kg = p.K_per_group(), CRS = p.gemm_k(), PQ = p.P * p.Q;
+  const GemmShape gemm = implicit_gemm(p, Conv2dOperator::Wgrad);  // dW[Kg, CgRS], per group
+  const int64_t Cg = p.C_per_group(), Kg = gemm.M, CRS = gemm.N, PQ = p.P * p.Q;
   // Every sum below runs in an order fixed by the problem alone (chunks and the GEMM's K split depend on
   // sizes, not on threads), so the bits are the same for any thread count.
   const bool x_pixels_collapse = xs.h == p.W * xs.w;
@@ -325,13 +337,20 @@ void wgrad(const Conv2dProblem& p, const at::Tensor& grad_output, const at::Tens
 // depend on the thread count: the two paths sum wgrad in different orders.
 bool use_outer_parallel(const Conv2dProblem& p) { return p.groups >= 4; }
 
+// Whether a call goes through channels_last copies of its operands (the row im2col) rather than column
+// im2col on them as they are: the entry points below branch on this, and im2col_workspace_bytes counts
+// the copies by it. channels_last: the operand whose layout decides (input; dgrad: grad_input).
+bool via_channels_last_copies(const Conv2dProblem& p, bool channels_last) {
+  return !use_outer_parallel(p) && !p.is_pointwise() && !channels_last && p.C_per_group() > 1;
+}
+
 }  // namespace
 
 void conv2d_fprop_im2col(const Conv2dProblem& p, const at::Tensor& input, const at::Tensor& weight,
                          const at::Tensor& bias, at::Tensor& output, bool use_blas) {
   check_pq_collapses(output, "output");
   const at::Tensor weight_matrix = weight.contiguous();
-  if (!use_outer_parallel(p) && !p.is_pointwise() && input.stride(1) != 1 && p.C_per_group() > 1) {
+  if (via_channels_last_copies(p, input.stride(1) == 1)) {
     // NCHW (or any non-channels_last) input: one layout change of the input, and of the output when it
     // is not channels_last, buys the row im2col (contiguous channel runs) and one GEMM over the whole
     // batch; both copies are O(input + output), small next to the C*R*S-long reduction per output.
@@ -354,7 +373,7 @@ void conv2d_dgrad_im2col(const Conv2dProblem& p, const at::Tensor& grad_output, 
                          at::Tensor& grad_input, bool use_blas) {
   check_pq_collapses(grad_output, "grad_output");
   const at::Tensor weight_matrix = weight.contiguous();
-  if (!use_outer_parallel(p) && !p.is_pointwise() && grad_input.stride(1) != 1 && p.C_per_group() > 1) {
+  if (via_channels_last_copies(p, grad_input.stride(1) == 1)) {
     // As in fprop: the channels_last row path on copies (gradient in, gradient out) beats column im2col.
     const at::Tensor dy_cl = grad_output.contiguous(at::MemoryFormat::ChannelsLast);
     at::Tensor dx_cl = at::empty({p.N, p.C, p.H, p.W}, grad_input.options(), at::MemoryFormat::ChannelsLast);
@@ -377,7 +396,7 @@ void conv2d_wgrad_im2col(const Conv2dProblem& p, const at::Tensor& grad_output, 
     grad_weight.zero_();
     return;
   }
-  if (!use_outer_parallel(p) && !p.is_pointwise() && input.stride(1) != 1 && p.C_per_group() > 1) {
+  if (via_channels_last_copies(p, input.stride(1) == 1)) {
     // channels_last copies of both operands: row im2col and GEMMs over many images at once. The chunking
     // depends on sizes only, so the summation order (and the bits) stays independent of the thread count.
     const at::Tensor x_cl = input.contiguous(at::MemoryFormat::ChannelsLast);
@@ -396,18 +415,15 @@ void conv2d_wgrad_im2col(const Conv2dProblem& p, const at::Tensor& grad_output, 
 }  // namespace fastconv::cpu
 
 namespace fastconv::cpu {
-int64_t im2col_workspace_bytes(const Conv2dProblem& p, Conv2dPass pass, bool channels_last, int64_t elem_size) {
+int64_t im2col_workspace_bytes(const Conv2dProblem& p, Conv2dOperator pass, bool channels_last, int64_t elem_size) {
   const int64_t CRS = p.gemm_k(), PQ = p.P * p.Q;
   if (p.is_pointwise()) return 0;
   if (use_outer_parallel(p)) return at::get_num_threads() * CRS * PQ * elem_size;
-  // Non-channels_last operands go through channels_last copies (see the entry points below).
-  const bool via_rows = !channels_last && p.C_per_group() > 1;
-  const int64_t copies = via_rows ? (p.input_numel() + p.output_numel()) * elem_size : 0;
-  const int64_t repacked_weight = pass != Conv2dPass::Wgrad ? p.weight_numel() * elem_size : 0;
-  if (pass == Conv2dPass::Dgrad) return CRS * PQ * elem_size + repacked_weight + copies;  // one image's rows
-  const int64_t rows =
-      std::min(std::max<int64_t>(64, kColBudgetBytes / (elem_size * std::max<int64_t>(CRS, 1))), p.N * PQ);
+  const int64_t copies = via_channels_last_copies(p, channels_last) ? (p.input_numel() + p.output_numel()) * elem_size : 0;
+  const int64_t repacked_weight = pass != Conv2dOperator::Wgrad ? p.weight_numel() * elem_size : 0;
+  if (pass == Conv2dOperator::Dgrad) return CRS * PQ * elem_size + repacked_weight + copies;  // one image's rows
+  const int64_t rows = std::min(rows_per_chunk(CRS, elem_size), p.N * PQ);
   return rows * CRS * elem_size + repacked_weight + copies +
-         (pass == Conv2dPass::Wgrad ? p.weight_numel() * elem_size : 0);
+         (pass == Conv2dOperator::Wgrad ? p.weight_numel() * elem_size : 0);
 }
 }  // namespace fastconv::cpu

@@ -13,7 +13,11 @@ namespace {
 at::Tensor mm(const at::Tensor& self, const at::Tensor& mat2) {
   TORCH_CHECK(self.dim() == 2 && mat2.dim() == 2, "fastconv.mm: expected 2-D matrices, but got self of size ",
               self.sizes(), " and mat2 of size ", mat2.sizes());
-  check_conv2d_tensors("fastconv.mm", self, "self", mat2, "mat2");
+  TORCH_CHECK(at::isFloatingType(self.scalar_type()) && self.scalar_type() == mat2.scalar_type(),
+              "fastconv.mm: expected floating point matrices of one dtype, but got self ", self.scalar_type(),
+              " and mat2 ", mat2.scalar_type());
+  TORCH_CHECK(self.device() == mat2.device(), "fastconv.mm: expected both matrices on one device, but got self on ",
+              self.device(), " and mat2 on ", mat2.device());
   TORCH_CHECK(self.size(1) == mat2.size(0), "fastconv.mm: self and mat2 shapes cannot be multiplied (",
               self.size(0), "x", self.size(1), " and ", mat2.size(0), "x", mat2.size(1), ")");
   const int64_t M = self.size(0), K = self.size(1), N = mat2.size(1);

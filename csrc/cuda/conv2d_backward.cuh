@@ -5,8 +5,8 @@
 // Test:  pytest tests/test_cuda_conv2d.py (algorithm="direct"; bgrad for every algorithm; determinism tests).
 //
 // Kernel versions:
-//   conv2d_dgrad_gather_kernel v1: one thread per input element gathers the (k, r, s) terms that reach it ->
-//     each grad-input element written once, no atomics, bitwise reproducible.
+//   dgrad: conv2d_dgrad_simple_kernel (conv2d_simple.cuh), one thread per input element gathering the
+//     (k, r, s) terms that reach it -> each grad-input element written once, no atomics, bitwise reproducible.
 //   conv2d_wgrad_reduce_kernel v1: one 256-thread block per weight element; thread t sums the positions
 //     t, t+256, ... of N*P*Q, then a shared-memory tree reduction -> a fixed order independent of scheduling,
 //     no atomics, and N*P*Q-long reductions spread over 256 threads.
@@ -19,33 +19,6 @@ namespace fastconv::kernels {
 inline namespace FASTCONV_KERNEL_NAMESPACE {
 
 inline constexpr int kReduceThreads = 256;
-
-template <typename scalar_t>
-__global__ void __launch_bounds__(256)
-    conv2d_dgrad_gather_kernel(Conv2dProblem p, const scalar_t* dy, Strides4 dys, const scalar_t* wt, Strides4 ws,
-                               scalar_t* dx, Strides4 dxs) {
-  using acc = acc_t<scalar_t>;
-  const int64_t total = p.input_numel();
-  const int64_t Cg = p.C_per_group(), Kg = p.K_per_group();
-  FASTCONV_GRID_STRIDE_LOOP(int64_t, i, total) {
-    int64_t t = i;
-    const int64_t w = t % p.W; t /= p.W;
-    const int64_t h = t % p.H; t /= p.H;
-    const int64_t c = t % p.C;
-    const int64_t n = t / p.C;
-    const int64_t g = c / Cg, cg = c % Cg;
-    acc sum = acc(0);
-    p.for_each_reader(h, w, [&](int64_t r, int64_t s, int64_t out_h, int64_t out_w) {
-      const scalar_t* dy_pos = dy + n * dys.n + out_h * dys.h + out_w * dys.w;
-      const scalar_t* w_rs = wt + cg * ws.c + r * ws.h + s * ws.w;
-      for (int64_t kk = 0; kk < Kg; ++kk) {
-        const int64_t k = g * Kg + kk;
-        sum += static_cast<acc>(dy_pos[k * dys.c]) * static_cast<acc>(w_rs[k * ws.n]);
-      }
-    });
-    dx[n * dxs.n + c * dxs.c + h * dxs.h + w * dxs.w] = static_cast<scalar_t>(sum);
-  }
-}
 
 // Tree reduction of one value per thread over a kReduceThreads block; every thread gets the total.
 template <typename acc>
@@ -103,16 +76,6 @@ __global__ void __launch_bounds__(kReduceThreads)
   }
   sum = block_reduce_sum(sum, partial);
   if (threadIdx.x == 0) db[k] = static_cast<scalar_t>(sum);
-}
-
-template <typename scalar_t>
-void launch_conv2d_dgrad_direct(const Conv2dProblem& p, const scalar_t* dy, Strides4 dys, const scalar_t* wt,
-                                Strides4 ws, scalar_t* dx, Strides4 dxs, Stream stream) {
-  const int64_t total = p.input_numel();
-  if (total == 0) return;
-  const int64_t blocks = std::min<int64_t>(ceil_div<int64_t>(total, 256), 65536);
-  launch_kernel(conv2d_dgrad_gather_kernel<scalar_t>, dim3(static_cast<unsigned>(blocks)), dim3(256), 0, stream, p,
-                dy, dys, wt, ws, dx, dxs);
 }
 
 template <typename scalar_t>

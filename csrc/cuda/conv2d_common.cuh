@@ -1,5 +1,5 @@
-// Shared pieces of fastconv's conv2d CUDA kernels: the accumulation type, strided 4-D views, the
-// namespace that keeps nvcc and emulator instantiations apart.
+// Shared pieces of fastconv's conv2d CUDA kernels: the accumulation type and the namespace that keeps nvcc
+// and emulator instantiations apart (Strides4 is Conv2dProblem's neighbour, conv2d_problem.h).
 //
 // Built two ways from the same source: by nvcc in csrc/cuda/conv2d_cuda.cu (FASTCONV_CUDA=1 builds) and
 // by g++ in csrc/emulator/conv2d_emulated.cpp, where the SIMT emulator runs every GPU thread as a fiber.
@@ -40,11 +40,6 @@ struct AccType<c10::BFloat16> {
 };
 template <typename T>
 using acc_t = typename AccType<T>::type;
-
-// Element strides of a 4-D tensor (any layout: NCHW, channels_last, sliced).
-struct Strides4 {
-  int64_t n, c, h, w;
-};
 
 template <typename T>
 __host__ __device__ __forceinline__ T ceil_div(T a, T b) {

@@ -4,8 +4,9 @@
 // Test:  pytest tests/test_cuda_conv2d.py (algorithm="direct").
 //
 // Kernel versions:
-//   conv2d_fprop_naive_kernel v1: one thread per output, every operand read from global memory -> correct
-//     for every shape; the fallback when a tile of v2 does not fit in shared memory.
+//   v1 is conv2d_fprop_simple_kernel (conv2d_simple.cuh): one thread per output, every operand read from
+//     global memory -> correct for every shape; direct_simple, and what a "direct" request falls back to
+//     (reported as such) when a tile of v2 does not fit in shared memory.
 //   conv2d_fprop_tiled_kernel v2: a block computes an 8x16 output tile for KT output channels; per chunk of CT
 //     input channels it stages the input tile with its halo (zeros for padding) and the KT x CT x R x S filter
 //     tile in shared memory, then each thread accumulates KT outputs in registers -> each input element is read
@@ -20,36 +21,6 @@ inline namespace FASTCONV_KERNEL_NAMESPACE {
 inline constexpr int kDirectTileQ = 16;  // threadIdx.x
 inline constexpr int kDirectTileP = 8;   // threadIdx.y
 inline constexpr int kDirectThreads = kDirectTileQ * kDirectTileP;
-
-template <typename scalar_t>
-__global__ void __launch_bounds__(256)
-    conv2d_fprop_naive_kernel(Conv2dProblem p, const scalar_t* x, Strides4 xs, const scalar_t* wt, Strides4 ws,
-                              const scalar_t* bias, scalar_t* y, Strides4 ys) {
-  using acc = acc_t<scalar_t>;
-  const int64_t total = p.output_numel();
-  const int64_t Cg = p.C_per_group(), Kg = p.K_per_group();
-  FASTCONV_GRID_STRIDE_LOOP(int64_t, i, total) {
-    int64_t t = i;
-    const int64_t q = t % p.Q; t /= p.Q;
-    const int64_t out_h = t % p.P; t /= p.P;
-    const int64_t k = t % p.K;
-    const int64_t n = t / p.K;
-    const int64_t g = k / Kg;
-    acc sum = bias != nullptr ? static_cast<acc>(bias[k]) : acc(0);
-    for (int64_t c = 0; c < Cg; ++c)
-      for (int64_t r = 0; r < p.R; ++r) {
-        const int64_t h = p.input_row(out_h, r);
-        if (h < 0) continue;
-        for (int64_t s = 0; s < p.S; ++s) {
-          const int64_t w = p.input_col(q, s);
-          if (w < 0) continue;
-          sum += static_cast<acc>(x[n * xs.n + (g * Cg + c) * xs.c + h * xs.h + w * xs.w]) *
-                 static_cast<acc>(wt[k * ws.n + c * ws.c + r * ws.h + s * ws.w]);
-        }
-      }
-    y[n * ys.n + k * ys.c + out_h * ys.h + q * ys.w] = static_cast<scalar_t>(sum);
-  }
-}
 
 // Shared-memory footprint of v2, in accumulation-type elements: CT input tiles with halo + the filter tile.
 struct DirectTile {
@@ -141,40 +112,51 @@ __global__ void __launch_bounds__(kDirectThreads)
 
 inline constexpr int64_t kDirectSmemBudgetBytes = 48 * 1024;
 
-template <typename scalar_t>
-void launch_conv2d_fprop_direct(const Conv2dProblem& p, const scalar_t* x, Strides4 xs, const scalar_t* wt,
-                                Strides4 ws, const scalar_t* bias, scalar_t* y, Strides4 ys, Stream stream) {
-  using acc = acc_t<scalar_t>;
+// v2's launch for a problem and accumulation-type size: the one computation both the launcher and the
+// planner's "does the tiled kernel apply" read.
+struct DirectLaunch {
+  DirectTile tile;
+  int64_t kt, tiles_p, tiles_q, k_tiles, grid_x, grid_y, smem_bytes;
+  bool fits() const { return smem_bytes <= kDirectSmemBudgetBytes && grid_x <= 0x7fffffff && grid_y <= 65535; }
+};
+
+inline DirectLaunch direct_fprop_launch(const Conv2dProblem& p, int64_t acc_bytes) {
+  DirectLaunch l{};
   const int64_t Kg = p.K_per_group();
-  const int64_t kt = Kg >= 8 ? 8 : 1;  // depthwise-like groups would waste 7 of 8 channel slots
-  DirectTile tile{(kDirectTileP - 1) * p.stride_h + (p.R - 1) * p.dilation_h + 1,
-                  (kDirectTileQ - 1) * p.stride_w + (p.S - 1) * p.dilation_w + 1, 1};
+  l.kt = Kg >= 8 ? 8 : 1;  // depthwise-like groups would waste 7 of 8 channel slots
+  l.tile = {(kDirectTileP - 1) * p.stride_h + (p.R - 1) * p.dilation_h + 1,
+            (kDirectTileQ - 1) * p.stride_w + (p.S - 1) * p.dilation_w + 1, 1};
   for (int64_t ct : {8, 4, 2}) {
     if (ct <= p.C_per_group() &&
-        DirectTile{tile.in_h, tile.in_w, ct}.smem_elements(kt, p) * int64_t(sizeof(acc)) <= kDirectSmemBudgetBytes) {
-      tile.ct = ct;
+        DirectTile{l.tile.in_h, l.tile.in_w, ct}.smem_elements(l.kt, p) * acc_bytes <= kDirectSmemBudgetBytes) {
+      l.tile.ct = ct;
       break;
     }
   }
-  const int64_t tiles_p = ceil_div<int64_t>(p.P, kDirectTileP), tiles_q = ceil_div<int64_t>(p.Q, kDirectTileQ);
-  const int64_t k_tiles = ceil_div<int64_t>(Kg, kt);
-  const int64_t grid_x = p.N * tiles_p * tiles_q, grid_y = p.groups * k_tiles;
-  const int64_t smem_bytes = tile.smem_elements(kt, p) * int64_t(sizeof(acc));
-  if (smem_bytes > kDirectSmemBudgetBytes || grid_x > 0x7fffffff || grid_y > 65535) {
-    const int64_t total = p.output_numel();
-    launch_kernel(conv2d_fprop_naive_kernel<scalar_t>, dim3(static_cast<unsigned>(
-                      std::min<int64_t>(ceil_div<int64_t>(total, 256), 65536))), dim3(256), 0, stream,
-                  p, x, xs, wt, ws, bias, y, ys);
-    return;
-  }
-  const dim3 grid(static_cast<unsigned>(grid_x), static_cast<unsigned>(grid_y));
+  l.tiles_p = ceil_div<int64_t>(p.P, kDirectTileP);
+  l.tiles_q = ceil_div<int64_t>(p.Q, kDirectTileQ);
+  l.k_tiles = ceil_div<int64_t>(Kg, l.kt);
+  l.grid_x = p.N * l.tiles_p * l.tiles_q;
+  l.grid_y = p.groups * l.k_tiles;
+  l.smem_bytes = l.tile.smem_elements(l.kt, p) * acc_bytes;
+  return l;
+}
+
+// The caller has checked direct_fprop_launch(p, sizeof(acc)).fits().
+template <typename scalar_t>
+void launch_conv2d_fprop_direct(const Conv2dProblem& p, const scalar_t* x, Strides4 xs, const scalar_t* wt,
+                                Strides4 ws, const scalar_t* bias, scalar_t* y, Strides4 ys, Stream stream) {
+  const DirectLaunch l = direct_fprop_launch(p, sizeof(acc_t<scalar_t>));
+  if (!l.fits()) throw std::invalid_argument("conv2d direct: the tiled kernel's tile or grid does not fit");
+  const dim3 grid(static_cast<unsigned>(l.grid_x), static_cast<unsigned>(l.grid_y));
   const dim3 block(kDirectTileQ, kDirectTileP);
-  if (kt == 8) {
-    launch_kernel(conv2d_fprop_tiled_kernel<scalar_t, 8>, grid, block, static_cast<std::size_t>(smem_bytes), stream,
-                  p, tile, tiles_p, tiles_q, k_tiles, x, xs, wt, ws, bias, y, ys);
+  const auto smem = static_cast<std::size_t>(l.smem_bytes);
+  if (l.kt == 8) {
+    launch_kernel(conv2d_fprop_tiled_kernel<scalar_t, 8>, grid, block, smem, stream, p, l.tile, l.tiles_p, l.tiles_q,
+                  l.k_tiles, x, xs, wt, ws, bias, y, ys);
   } else {
-    launch_kernel(conv2d_fprop_tiled_kernel<scalar_t, 1>, grid, block, static_cast<std::size_t>(smem_bytes), stream,
-                  p, tile, tiles_p, tiles_q, k_tiles, x, xs, wt, ws, bias, y, ys);
+    launch_kernel(conv2d_fprop_tiled_kernel<scalar_t, 1>, grid, block, smem, stream, p, l.tile, l.tiles_p, l.tiles_q,
+                  l.k_tiles, x, xs, wt, ws, bias, y, ys);
   }
 }
 

@@ -9,6 +9,8 @@
 #include <string>
 #include <utility>
 
+#include "device_limits.h"
+
 #if defined(__CUDACC__)
 #include <cuda_runtime.h>
 #else
@@ -37,10 +39,13 @@
 // Kernels and host templates are defined in headers that two compilers see (nvcc for the .cu files,
 // g++ for the emulator) and both objects end up in one library: a namespace per compiler keeps the
 // two different bodies of the same template from being merged by the linker.
+// FASTCONV_BACKEND_NAME: the backend as the plan layer and the autotuner's keys name it.
 #if defined(__CUDACC__)
 #define FASTCONV_KERNEL_NAMESPACE cuda_kernels
+#define FASTCONV_BACKEND_NAME "cuda"
 #else
 #define FASTCONV_KERNEL_NAMESPACE emulated_kernels
+#define FASTCONV_BACKEND_NAME "emulated"
 #endif
 
 namespace fastconv {
@@ -52,10 +57,6 @@ struct HostStream {};
 using Stream = HostStream;
 #endif
 
-inline constexpr unsigned kMaxThreadsPerBlock = 1024;
-// Opt-in maximum on sm_90; above 48 KiB the kernel attribute is raised below.
-inline constexpr std::size_t kMaxDynamicSmemBytes = 227 * 1024;
-inline constexpr std::size_t kDefaultDynamicSmemBytes = 48 * 1024;
 
 // Rejects configurations the GPU would refuse, with the same message on both
 // compilers, so host-only test runs catch them too.

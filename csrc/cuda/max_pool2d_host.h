@@ -1,13 +1,12 @@
 // The host half of the max_pool2d CUDA kernels, written once for both of their registrations:
 // csrc/cuda/max_pool2d_cuda.cu (nvcc, real GPU, torch.ops.fastconv on CUDA tensors) and
 // csrc/emulator/max_pool2d_emulated.cpp (g++, SIMT emulator, torch.ops.fastconv_emulated on CPU tensors).
-// A Backend supplies what differs: the device check, a device guard, the stream, and a post-launch check:
+// A Backend supplies what differs (CudaBackend in cuda_backend.h, EmulatedBackend in
+// emulator/emulated_backend.h; conv2d_host.h takes the same two): the device check, a device guard, the stream:
 //   struct Backend {
-//     static constexpr const char* name;              // for messages
 //     static void check_device(const char* op, const at::Tensor&);
 //     using Guard = ...;                              // constructed from the input tensor
 //     static fastconv::Stream stream();
-//     static void check_launch();
 //   };
 // Everything else — argument checks, the problem, layouts, allocation, dtype dispatch, the empty early
 // return, choosing 32- or 64-bit indexing, the launch, the registration of the four ops — is here.
@@ -101,7 +100,6 @@ std::tuple<at::Tensor, at::Tensor> max_pool2d_fprop_host(const at::Tensor& input
                          : max_pool2d_fprop_nchw_kernel<Argmax, scalar_t, int64_t>,
                     grid, dim3(kPoolThreadsPerBlock), 0, Backend::stream(), x, y, arg, p, total);
     }
-    Backend::check_launch();
   });
   return {output, argmax};
 }
@@ -149,7 +147,6 @@ at::Tensor max_pool2d_bprop_host(const at::Tensor& grad_output_, const at::Tenso
                          : max_pool2d_bprop_nchw_kernel<Argmax, scalar_t, int64_t>,
                     grid, dim3(kPoolThreadsPerBlock), 0, Backend::stream(), dy, arg, dx, p, total);
     }
-    Backend::check_launch();
   });
   return grad_input;
 }

@@ -2,28 +2,13 @@
 // emulator, as torch.ops.fastconv_emulated.max_pool2d_fprop / _max_pool2d_bprop and the taps pair
 // _max_pool2d_fprop_taps / _max_pool2d_bprop_taps for CPU tensors, so the CUDA kernel source is tested on
 // machines without a GPU (fastconv.emulation.max_pool2d). The host code is the same as the CUDA
-// registration's (max_pool2d_host.h); only the backend below differs.
+// registration's (max_pool2d_host.h); only the backend (emulated_backend.h, shared with conv2d_emulated.cpp)
+// differs.
 #include <torch/library.h>
 
 #include "../cuda/max_pool2d_host.h"
-
-namespace fastconv::FASTCONV_KERNEL_NAMESPACE {
-namespace {
-
-struct EmulatedBackend {
-  static void check_device(const char* op, const at::Tensor& t) {
-    TORCH_CHECK(t.is_cpu(), op, " (emulated CUDA kernel): expected CPU tensors, but got one on ", t.device());
-  }
-  struct Guard {
-    explicit Guard(const at::Tensor&) {}
-  };
-  static Stream stream() { return Stream{}; }
-  static void check_launch() {}  // the emulator throws from launch_kernel itself
-};
-
-}  // namespace
-}  // namespace fastconv::FASTCONV_KERNEL_NAMESPACE
+#include "emulated_backend.h"
 
 TORCH_LIBRARY_IMPL(fastconv_emulated, CPU, m) {
-  fastconv::FASTCONV_KERNEL_NAMESPACE::register_max_pool2d<fastconv::FASTCONV_KERNEL_NAMESPACE::EmulatedBackend>(m);
+  fastconv::FASTCONV_KERNEL_NAMESPACE::register_max_pool2d<fastconv::EmulatedBackend>(m);
 }

@@ -10,6 +10,7 @@
 #error "simt.h is the host emulator; nvcc builds use the real CUDA headers"
 #endif
 
+#include "../cuda/device_limits.h"
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -74,8 +75,6 @@ namespace fastconv::simt {
 // by shuffles whose source lane did not take part: 0xFF makes float/double
 // NaN and integers -1, so reads of data nobody wrote stand out.
 inline constexpr unsigned char kPoisonByte = 0xFF;
-inline constexpr unsigned kMaxThreadsPerBlock = 1024;
-inline constexpr std::size_t kMaxDynamicSmemBytes = 227 * 1024;
 
 struct ThreadContext {
   uint3 thread_idx;
